@@ -1,0 +1,1680 @@
+#!/usr/bin/env python3
+"""DistroFace: a self-hosted container registry in one module.
+
+Run ``python distroface.py`` (or ``python distroface.pyz``) to serve the OCI
+Distribution API, the Docker token service and the web UI on port 8668 with
+data in ``./data``.  Sections follow the data: grammar, configuration, storage,
+registry model, identity, HTTP, background services, command line.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import contextlib
+import copy
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+import tomllib
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+__version__ = "0.1.0"
+log = logging.getLogger("distroface")
+access_log = logging.getLogger("distroface.access")
+
+
+# ============================================================================
+# Constants, media types, grammar, errors
+# ============================================================================
+
+API_VERSION_HEADER = ("docker-distribution-api-version", "registry/2.0")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.v1+prettyjws")
+IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = IMAGE_MANIFEST_TYPES + INDEX_TYPES
+NONDISTRIBUTABLE_LAYER_TYPES = (
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+)
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+MAX_NAME_LENGTH = 255
+DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
+HEX_RE = re.compile(r"[a-f0-9]+")
+
+
+class RegistryError(Exception):
+    """A failure reported to the client as an OCI error body."""
+
+    def __init__(self, code: str, message: str, status: int = 400, detail: Any = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+        self.detail, self.headers = detail, headers or {}
+
+    def body(self) -> bytes:
+        error = {"code": self.code, "message": self.message, "detail": self.detail}
+        return json.dumps({"errors": [error]}).encode()
+
+
+def validate_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(name):
+        raise RegistryError("NAME_INVALID", "invalid repository name", detail={"name": name[:300]})
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    if not TAG_RE.fullmatch(tag):
+        raise RegistryError("MANIFEST_INVALID", "invalid tag: tags are [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+                            detail={"tag": tag[:300]})
+    return tag
+
+
+def parse_digest(digest: str) -> tuple[str, str]:
+    """Split 'alg:hex' into its parts, refusing anything but sha256/sha512 hex."""
+    algorithm, _, encoded = digest.partition(":")
+    if algorithm not in DIGEST_ALGORITHMS:
+        raise RegistryError("DIGEST_INVALID", "unsupported or malformed digest",
+                            detail={"digest": digest[:300], "supported": list(DIGEST_ALGORITHMS)})
+    if len(encoded) != DIGEST_ALGORITHMS[algorithm] or not HEX_RE.fullmatch(encoded):
+        raise RegistryError("DIGEST_INVALID", "malformed digest", detail={"digest": digest[:300]})
+    return algorithm, encoded
+
+
+def is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ============================================================================
+# Configuration
+# ============================================================================
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "server": {
+        "listen": "0.0.0.0:8668",
+        "data_dir": "./data",
+        "tls_cert": "",
+        "tls_key": "",
+        "access_log": True,
+        "public_url": "",
+        "shutdown_grace": 10.0,
+    },
+    "registry": {
+        "delete_enabled": True,
+        "max_manifest_size": 4 * 1024 * 1024,
+        "max_blob_size": 0,
+        "upload_max_age": 86400,
+        "upload_purge_interval": 600,
+        "referrers_enabled": True,
+    },
+    "auth": {
+        "enabled": True,
+        "service": "distroface",
+        "issuer": "distroface",
+        "realm": "",
+        "token_lifetime": 300,
+        "refresh_token_lifetime": 7 * 86400,
+        "bcrypt_rounds": 12,
+        "min_password_length": 8,
+        "initial_admin_password": "",
+        "basic_cache_seconds": 60,
+        "login_max_failures": 5,
+        "login_window": 60,
+    },
+    "roles": {},
+    "groups": {},
+}
+
+ENV_SHORTCUTS = {
+    "DISTROFACE_LISTEN": ("server", "listen"),
+    "DISTROFACE_DATA": ("server", "data_dir"),
+    "DISTROFACE_ADMIN_PASSWORD": ("auth", "initial_admin_password"),
+    "DISTROFACE_BCRYPT_ROUNDS": ("auth", "bcrypt_rounds"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def merge_config(defaults: dict, overrides: dict, where: str = "") -> dict:
+    """Deep-merge overrides into a copy of defaults, checking names and types."""
+    merged = copy.deepcopy(defaults)
+    for key, value in overrides.items():
+        if key not in defaults:
+            if where in ("roles", "groups"):
+                merged[key] = value
+                continue
+            raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}")
+        default = defaults[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            merged[key] = merge_config(default, value, key)
+        elif isinstance(default, bool) != isinstance(value, bool) or (
+                not isinstance(value, type(default)) and not (
+                    isinstance(default, float) and isinstance(value, int))):
+            raise ConfigError(f"{where}.{key} must be {type(default).__name__}, got {value!r}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def coerce_env_value(default: Any, text: str) -> Any:
+    if isinstance(default, bool):
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        return float(text)
+    return text
+
+
+def env_overrides(environ: dict[str, str]) -> dict:
+    """DISTROFACE_<SECTION>_<KEY> and a few shortcuts override the file."""
+    overrides: dict[str, dict] = {}
+    pairs = dict(ENV_SHORTCUTS)
+    for section, values in DEFAULT_CONFIG.items():
+        for key in values:
+            pairs[f"DISTROFACE_{section}_{key}".upper()] = (section, key)
+    for name, (section, key) in pairs.items():
+        if name in environ:
+            default = DEFAULT_CONFIG[section][key]
+            overrides.setdefault(section, {})[key] = coerce_env_value(default, environ[name])
+    return overrides
+
+
+def validate_config(config: dict) -> dict:
+    listen = config["server"]["listen"]
+    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}", listen):
+        raise ConfigError(f"server.listen must be HOST:PORT, got {listen!r}")
+    if bool(config["server"]["tls_cert"]) != bool(config["server"]["tls_key"]):
+        raise ConfigError("server.tls_cert and server.tls_key must be set together")
+    for key in ("max_manifest_size", "max_blob_size", "upload_max_age", "upload_purge_interval"):
+        if config["registry"][key] < 0:
+            raise ConfigError(f"registry.{key} must not be negative")
+    if not 4 <= config["auth"]["bcrypt_rounds"] <= 31:
+        raise ConfigError("auth.bcrypt_rounds must be between 4 and 31")
+    validate_rbac_tables(config["roles"], config["groups"])
+    return config
+
+
+def load_config(path: Path | None, environ: dict[str, str] | None = None,
+                cli: dict | None = None) -> dict:
+    """Defaults, then the TOML file, then the environment, then the command line."""
+    environ = os.environ if environ is None else environ
+    file_values: dict = {}
+    if path is not None and path.exists():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    config = merge_config(DEFAULT_CONFIG, file_values)
+    config = merge_config(config, env_overrides(environ))
+    config = merge_config(config, cli or {})
+    config["roles"] = merge_rbac_defaults(config["roles"], DEFAULT_ROLES)
+    config["groups"] = merge_rbac_defaults(config["groups"], DEFAULT_GROUPS)
+    return validate_config(config)
+
+
+# ============================================================================
+# Storage
+# ============================================================================
+
+class FileStore:
+    """Keys are relative '/'-separated paths under a root directory.
+
+    Every write is atomic (temporary file, fsync, os.replace), so a crash
+    leaves each key either old or new.  All disk work runs in worker threads.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.tmp = root / "tmp"
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    # -- synchronous primitives, run in threads --------------------------------
+
+    def _write_atomic(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+        self._fsync_dir(target.parent)
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _read(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def _read_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        found = {}
+        for key in keys:
+            data = self._read(key)
+            if data is not None:
+                found[key] = data
+        return found
+
+    def _size(self, key: str) -> int | None:
+        try:
+            st = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if not os.path.isdir(self.path(key)) else None
+
+    def _list(self, prefix: str) -> list[str]:
+        try:
+            return [entry.name for entry in os.scandir(self.path(prefix))
+                    if not entry.name.startswith(".")]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def _delete(self, key: str) -> bool:
+        try:
+            self.path(key).unlink()
+            return True
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False
+
+    def _delete_tree(self, prefix: str) -> None:
+        import shutil
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+    def _rename(self, src: str, dst: str) -> None:
+        target = self.path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(src), target)
+        self._fsync_dir(target.parent)
+
+    # -- async interface ---------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        return await trio.to_thread.run_sync(self._read, key)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        return await trio.to_thread.run_sync(self._read_many, list(keys))
+
+    async def put(self, key: str, data: bytes) -> None:
+        await trio.to_thread.run_sync(self._write_atomic, key, data)
+
+    async def stat(self, key: str) -> int | None:
+        return await trio.to_thread.run_sync(self._size, key)
+
+    async def list(self, prefix: str) -> list[str]:
+        return await trio.to_thread.run_sync(self._list, prefix)
+
+    async def delete(self, key: str) -> bool:
+        return await trio.to_thread.run_sync(self._delete, key)
+
+    async def delete_tree(self, prefix: str) -> None:
+        await trio.to_thread.run_sync(self._delete_tree, prefix)
+
+    async def rename(self, src: str, dst: str) -> None:
+        await trio.to_thread.run_sync(self._rename, src, dst)
+
+    async def run(self, fn: Callable, *args: Any) -> Any:
+        """Run a synchronous batch of store operations in a worker thread."""
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def read_range(self, key: str, start: int, end: int,
+                         chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Yield bytes [start, end) of a key in chunks."""
+        f = await trio.to_thread.run_sync(open, self.path(key), "rb")
+        try:
+            await trio.to_thread.run_sync(f.seek, start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = await trio.to_thread.run_sync(f.read, min(chunk_size, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            await trio.to_thread.run_sync(f.close)
+
+    async def append_stream(self, key: str, chunks: AsyncIterator[bytes],
+                            consume: Callable[[bytes], None], block: int = 1 << 20) -> int:
+        """Append a stream to a key, calling consume(block) beside each write
+        in the same worker thread; fsyncs at the end.  Returns bytes written."""
+        f = await trio.to_thread.run_sync(open, self.path(key), "ab")
+        written = 0
+        buffer = bytearray()
+
+        def flush(data: bytes) -> None:
+            consume(data)
+            f.write(data)
+
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                if len(buffer) >= block:
+                    data, buffer = bytes(buffer), bytearray()
+                    await trio.to_thread.run_sync(flush, data)
+                    written += len(data)
+            if buffer:
+                await trio.to_thread.run_sync(flush, bytes(buffer))
+                written += len(buffer)
+            await trio.to_thread.run_sync(lambda: (f.flush(), os.fsync(f.fileno())))
+        finally:
+            await trio.to_thread.run_sync(f.close)
+        return written
+
+
+# ============================================================================
+# Registry model: blobs, uploads, manifests, tags, referrers, links
+# ============================================================================
+
+def blob_key(digest: str) -> str:
+    algorithm, encoded = parse_digest(digest)
+    return f"blobs/{algorithm}/{encoded[:2]}/{encoded}"
+
+
+def repo_key(name: str, kind: str, digest: str = "") -> str:
+    if not digest:
+        return f"repos/{name}/{kind}"
+    algorithm, encoded = parse_digest(digest)
+    return f"repos/{name}/{kind}/{algorithm}/{encoded}"
+
+
+def tag_key(name: str, tag: str) -> str:
+    return f"repos/{name}/_tags/{tag}"
+
+
+def referrer_key(name: str, subject: str, digest: str) -> str:
+    s_alg, s_hex = parse_digest(subject)
+    algorithm, encoded = parse_digest(digest)
+    return f"repos/{name}/_referrers/{s_alg}/{s_hex}/{algorithm}-{encoded}"
+
+
+@dataclasses.dataclass
+class Upload:
+    """An in-progress blob upload; its bytes live in uploads/<id>/data."""
+    id: str
+    repo: str
+    algorithm: str
+    offset: int
+    started: float
+    hasher: Any = None
+    lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+
+    @property
+    def data_key(self) -> str:
+        return f"uploads/{self.id}/data"
+
+    @property
+    def state_key(self) -> str:
+        return f"uploads/{self.id}/state.json"
+
+    def state(self) -> bytes:
+        return json.dumps({"repo": self.repo, "algorithm": self.algorithm, "offset": self.offset,
+                           "started": self.started, "updated": time.time()}).encode()
+
+
+@dataclasses.dataclass
+class ManifestInfo:
+    digest: str
+    media_type: str
+    size: int
+    subject: str | None = None
+    artifact_type: str | None = None
+    annotations: dict | None = None
+    config_media_type: str | None = None
+    references: list[str] = dataclasses.field(default_factory=list)
+    created: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "ManifestInfo":
+        return cls(**json.loads(data))
+
+    def referrer_descriptor(self) -> dict:
+        descriptor: dict[str, Any] = {"mediaType": self.media_type, "size": self.size,
+                                      "digest": self.digest}
+        artifact_type = self.artifact_type or (
+            self.config_media_type if self.media_type in IMAGE_MANIFEST_TYPES else None)
+        if artifact_type:
+            descriptor["artifactType"] = artifact_type
+        if self.annotations:
+            descriptor["annotations"] = self.annotations
+        return descriptor
+
+
+@dataclasses.dataclass
+class PutManifestResult:
+    digest: str
+    tags: list[str]
+    subject: str | None
+
+
+def check_descriptor(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise RegistryError("MANIFEST_INVALID", f"{where} must be a descriptor object")
+    digest, size, media_type = value.get("digest"), value.get("size"), value.get("mediaType")
+    if not isinstance(digest, str):
+        raise RegistryError("MANIFEST_INVALID", f"{where}.digest is missing")
+    try:
+        parse_digest(digest)
+    except RegistryError as exc:
+        raise RegistryError("MANIFEST_INVALID", f"{where}.digest is invalid",
+                            detail={"digest": digest[:300]}) from exc
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RegistryError("MANIFEST_INVALID", f"{where}.size must be a non-negative integer")
+    if not isinstance(media_type, str) or not media_type:
+        raise RegistryError("MANIFEST_INVALID", f"{where}.mediaType is missing")
+    return value
+
+
+def manifest_media_type(document: dict, content_type: str) -> str:
+    """The manifest's own mediaType, checked against the request's Content-Type."""
+    declared = document.get("mediaType")
+    if document.get("schemaVersion") == 1 or declared in DOCKER_SCHEMA1 or content_type in DOCKER_SCHEMA1:
+        raise RegistryError("MANIFEST_INVALID",
+                            "Docker schema 1 manifests are not supported; push schema 2 or OCI")
+    if document.get("schemaVersion") != 2:
+        raise RegistryError("MANIFEST_INVALID", "schemaVersion must be 2")
+    if declared is not None and not isinstance(declared, str):
+        raise RegistryError("MANIFEST_INVALID", "mediaType must be a string")
+    if declared and content_type and declared != content_type:
+        raise RegistryError("MANIFEST_INVALID",
+                            "Content-Type does not match the manifest's mediaType",
+                            detail={"contentType": content_type, "mediaType": declared})
+    media_type = declared or content_type
+    if not media_type:
+        media_type = OCI_INDEX if "manifests" in document else OCI_MANIFEST
+    if media_type not in MANIFEST_TYPES:
+        raise RegistryError("MANIFEST_INVALID", f"unsupported manifest media type {media_type[:200]}",
+                            detail={"supported": list(MANIFEST_TYPES)})
+    return media_type
+
+
+def parse_manifest(body: bytes, content_type: str, digest: str) -> tuple[ManifestInfo, list[dict], list[dict]]:
+    """Validate a manifest; return its info, the blobs and the child manifests it needs."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise RegistryError("MANIFEST_INVALID", "manifest must be a JSON object")
+    media_type = manifest_media_type(document, content_type)
+    blobs: list[dict] = []
+    children: list[dict] = []
+    config_media_type = None
+    if media_type in IMAGE_MANIFEST_TYPES:
+        config = check_descriptor(document.get("config"), "config")
+        config_media_type = config["mediaType"]
+        layers = document.get("layers")
+        if not isinstance(layers, list):
+            raise RegistryError("MANIFEST_INVALID", "layers must be a list")
+        blobs.append(config)
+        for i, layer in enumerate(layers):
+            check_descriptor(layer, f"layers[{i}]")
+            if not (layer["mediaType"] in NONDISTRIBUTABLE_LAYER_TYPES and layer.get("urls")):
+                blobs.append(layer)
+    else:
+        manifests = document.get("manifests")
+        if not isinstance(manifests, list):
+            raise RegistryError("MANIFEST_INVALID", "manifests must be a list")
+        children = [check_descriptor(m, f"manifests[{i}]") for i, m in enumerate(manifests)]
+    subject = document.get("subject")
+    if subject is not None:
+        subject = check_descriptor(subject, "subject")["digest"]
+    artifact_type = document.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise RegistryError("MANIFEST_INVALID", "artifactType must be a string")
+    annotations = document.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise RegistryError("MANIFEST_INVALID", "annotations must be an object")
+    info = ManifestInfo(digest=digest, media_type=media_type, size=len(body), subject=subject,
+                        artifact_type=artifact_type or None, annotations=annotations or None,
+                        config_media_type=config_media_type,
+                        references=[d["digest"] for d in blobs + children], created=now_iso())
+    return info, blobs, children
+
+
+class LRU(collections.OrderedDict):
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def get(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class Registry:
+    """The rules of the registry over a Store; knows nothing of HTTP."""
+
+    def __init__(self, store: FileStore, config: dict):
+        self.store = store
+        self.config = config
+        self.uploads: dict[str, Upload] = {}
+        self.repo_locks: dict[str, trio.Lock] = collections.defaultdict(trio.Lock)
+        self.repositories: set[str] = set()
+        self.tags: dict[str, dict[str, str]] = {}
+        self.manifests: LRU = LRU(20000)
+        self.manifest_bytes: LRU = LRU(2000)
+        self.links: LRU = LRU(200000)
+
+    @property
+    def settings(self) -> dict:
+        return self.config["registry"]
+
+    async def open(self) -> None:
+        for name in ("blobs", "uploads", "repos", "tmp"):
+            self.store.path(name).mkdir(parents=True, exist_ok=True)
+        self.repositories = set(await self.store.run(self._scan_repositories))
+
+    def _scan_repositories(self) -> list[str]:
+        root = self.store.path("repos")
+        found = []
+        for directory, subdirs, _ in os.walk(root):
+            markers = {"_links", "_manifests", "_tags"} & set(subdirs)
+            if markers:
+                found.append(os.path.relpath(directory, root).replace(os.sep, "/"))
+            subdirs[:] = [d for d in subdirs if not d.startswith("_")]
+        return found
+
+    def known(self, repo: str) -> bool:
+        return repo in self.repositories
+
+    # -- blobs -------------------------------------------------------------------
+
+    async def is_linked(self, repo: str, digest: str) -> bool:
+        key = (repo, digest)
+        if self.links.get(key):
+            return True
+        linked = await self.store.run(self._linked_and_present, repo, digest)
+        if linked:
+            self.links.put(key, True)
+        return linked
+
+    def _linked_and_present(self, repo: str, digest: str) -> bool:
+        return (self.store._size(repo_key(repo, "_links", digest)) is not None
+                and self.store._size(blob_key(digest)) is not None)
+
+    async def blob_size(self, repo: str, digest: str) -> int | None:
+        parse_digest(digest)
+        if not await self.is_linked(repo, digest):
+            return None
+        return await self.store.stat(blob_key(digest))
+
+    def blob_chunks(self, digest: str, start: int, end: int) -> AsyncIterator[bytes]:
+        return self.store.read_range(blob_key(digest), start, end)
+
+    async def link_blob(self, repo: str, digest: str) -> None:
+        link = json.dumps({"digest": digest, "linked": now_iso()}).encode()
+        await self.store.put(repo_key(repo, "_links", digest), link)
+        self.links.put((repo, digest), True)
+        self.repositories.add(repo)
+
+    async def unlink_blob(self, repo: str, digest: str) -> None:
+        self.require_delete_enabled()
+        parse_digest(digest)
+        async with self.repo_locks[repo]:
+            self.links.pop((repo, digest), None)
+            if not await self.store.delete(repo_key(repo, "_links", digest)):
+                raise RegistryError("BLOB_UNKNOWN", "blob unknown to repository", 404,
+                                    detail={"digest": digest})
+
+    async def mount_blob(self, repo: str, source: str, digest: str) -> bool:
+        if not await self.is_linked(source, digest):
+            return False
+        async with self.repo_locks[repo]:
+            await self.link_blob(repo, digest)
+        return True
+
+    def require_delete_enabled(self) -> None:
+        if not self.settings["delete_enabled"]:
+            raise RegistryError("UNSUPPORTED", "deletion is disabled on this registry", 405)
+
+    # -- uploads -----------------------------------------------------------------
+
+    async def start_upload(self, repo: str, algorithm: str = "sha256") -> Upload:
+        if algorithm not in DIGEST_ALGORITHMS:
+            raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm {algorithm[:50]}",
+                                detail={"supported": list(DIGEST_ALGORITHMS)})
+        upload = Upload(id=str(uuid.uuid4()), repo=repo, algorithm=algorithm, offset=0,
+                        started=time.time(), hasher=hashlib.new(algorithm))
+
+        def create() -> None:
+            self.store.path(f"uploads/{upload.id}").mkdir(parents=True)
+            self.store.path(upload.data_key).touch()
+            self.store._write_atomic(upload.state_key, upload.state())
+
+        await self.store.run(create)
+        self.uploads[upload.id] = upload
+        return upload
+
+    async def get_upload(self, repo: str, upload_id: str) -> Upload:
+        upload = self.uploads.get(upload_id)
+        if upload is None and re.fullmatch(r"[0-9a-f-]{36}", upload_id):
+            upload = await self.store.run(self._resume_upload, upload_id)
+            if upload is not None:
+                upload = self.uploads.setdefault(upload_id, upload)
+        if upload is None or upload.repo != repo:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404,
+                                detail={"uuid": upload_id[:100]})
+        return upload
+
+    def _resume_upload(self, upload_id: str) -> Upload | None:
+        """Reload an upload after a restart: trust only the offset that was
+        recorded after its last fsync, and rebuild the running hash."""
+        raw = self.store._read(f"uploads/{upload_id}/state.json")
+        if raw is None:
+            return None
+        state = json.loads(raw)
+        upload = Upload(id=upload_id, repo=state["repo"], algorithm=state["algorithm"],
+                        offset=state["offset"], started=state["started"])
+        path = self.store.path(upload.data_key)
+        with open(path, "r+b") as f:
+            f.truncate(upload.offset)
+        upload.hasher = self._hash_file(path, upload.algorithm)
+        return upload
+
+    @staticmethod
+    def _hash_file(path: Path, algorithm: str) -> Any:
+        hasher = hashlib.new(algorithm)
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                hasher.update(block)
+        return hasher
+
+    async def append_upload(self, upload: Upload, chunks: AsyncIterator[bytes],
+                            start: int | None = None, length: int | None = None) -> None:
+        """Append a chunk; on any failure the upload returns to its previous offset."""
+        if start is not None and start != upload.offset:
+            raise RegistryError("BLOB_UPLOAD_INVALID", "chunk out of order", 416,
+                                detail={"expected_offset": upload.offset, "got": start},
+                                headers=self.upload_headers(upload))
+        limit = self.settings["max_blob_size"]
+        if limit and length is not None and upload.offset + length > limit:
+            raise RegistryError("SIZE_INVALID", f"blob exceeds the {limit} byte limit", 413)
+        hasher = upload.hasher.copy()
+        received = 0
+
+        def consume(block: bytes) -> None:
+            nonlocal received
+            received += len(block)
+            if limit and upload.offset + received > limit:
+                raise RegistryError("SIZE_INVALID", f"blob exceeds the {limit} byte limit", 413)
+            hasher.update(block)
+
+        try:
+            await self.store.append_stream(upload.data_key, chunks, consume)
+            if length is not None and received != length:
+                raise RegistryError("SIZE_INVALID", "chunk length does not match its range",
+                                    detail={"expected": length, "received": received})
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.store.run(self._truncate, upload.data_key, upload.offset)
+            raise
+        upload.offset += received
+        upload.hasher = hasher
+        await self.store.put(upload.state_key, upload.state())
+
+    def _truncate(self, key: str, size: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.truncate(self.store.path(key), size)
+
+    async def commit_upload(self, upload: Upload, digest: str) -> str:
+        algorithm, encoded = parse_digest(digest)
+        if algorithm == upload.algorithm:
+            actual = upload.hasher.hexdigest()
+        else:
+            actual = (await self.store.run(self._hash_file, self.store.path(upload.data_key),
+                                           algorithm)).hexdigest()
+        if actual != encoded:
+            raise RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content",
+                                detail={"expected": digest, "actual": f"{algorithm}:{actual}"})
+        await self.store.run(self._commit_blob, upload, digest)
+        self.uploads.pop(upload.id, None)
+        async with self.repo_locks[upload.repo]:
+            await self.link_blob(upload.repo, digest)
+        return digest
+
+    def _commit_blob(self, upload: Upload, digest: str) -> None:
+        key = blob_key(digest)
+        if self.store._size(key) is None:
+            with open(self.store.path(upload.data_key), "rb") as f:
+                os.fsync(f.fileno())
+            self.store._rename(upload.data_key, key)
+        self.store._delete_tree(f"uploads/{upload.id}")
+
+    async def cancel_upload(self, upload: Upload) -> None:
+        self.uploads.pop(upload.id, None)
+        await self.store.delete_tree(f"uploads/{upload.id}")
+
+    async def put_blob(self, repo: str, digest: str, chunks: AsyncIterator[bytes],
+                       length: int | None) -> str:
+        algorithm, _ = parse_digest(digest)
+        upload = await self.start_upload(repo, algorithm)
+        try:
+            await self.append_upload(upload, chunks, length=length)
+            return await self.commit_upload(upload, digest)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.cancel_upload(upload)
+            raise
+
+    def upload_headers(self, upload: Upload) -> dict[str, str]:
+        return {"Location": f"/v2/{upload.repo}/blobs/uploads/{upload.id}",
+                "Range": f"0-{max(upload.offset - 1, 0)}",
+                "Docker-Upload-UUID": upload.id}
+
+    async def purge_stale_uploads(self, max_age: float) -> int:
+        def purge() -> list[str]:
+            removed = []
+            cutoff = time.time() - max_age
+            for upload_id in self.store._list("uploads"):
+                try:
+                    updated = json.loads(self.store._read(f"uploads/{upload_id}/state.json") or b"{}")\
+                        .get("updated", 0)
+                except ValueError:
+                    updated = 0
+                if updated < cutoff and self.store.path(f"uploads/{upload_id}").stat().st_mtime < cutoff:
+                    self.store._delete_tree(f"uploads/{upload_id}")
+                    removed.append(upload_id)
+            return removed
+
+        removed = await self.store.run(purge)
+        for upload_id in removed:
+            self.uploads.pop(upload_id, None)
+        return len(removed)
+
+    # -- manifests and tags --------------------------------------------------------
+
+    async def manifest_info(self, repo: str, digest: str) -> ManifestInfo | None:
+        info = self.manifests.get((repo, digest))
+        if info is None:
+            raw = await self.store.get(repo_key(repo, "_manifests", digest))
+            if raw is None:
+                return None
+            info = ManifestInfo.from_json(raw)
+            self.manifests.put((repo, digest), info)
+        return info
+
+    async def repo_tags(self, repo: str) -> dict[str, str]:
+        tags = self.tags.get(repo)
+        if tags is None:
+            tags = await self.store.run(self._load_tags, repo)
+            self.tags[repo] = tags
+        return tags
+
+    def _load_tags(self, repo: str) -> dict[str, str]:
+        prefix = f"repos/{repo}/_tags"
+        tags = {}
+        for name, raw in self.store._read_many(f"{prefix}/{t}" for t in self.store._list(prefix)).items():
+            with contextlib.suppress(ValueError, KeyError):
+                tags[name.rsplit("/", 1)[1]] = json.loads(raw)["digest"]
+        return tags
+
+    async def resolve(self, repo: str, reference: str) -> ManifestInfo:
+        if is_digest(reference):
+            parse_digest(reference)
+            digest = reference
+        else:
+            validate_tag(reference)
+            digest = (await self.repo_tags(repo)).get(reference)
+        info = await self.manifest_info(repo, digest) if digest else None
+        if info is None:
+            code, message = ("MANIFEST_UNKNOWN", "manifest unknown to registry") if self.known(repo) \
+                else ("NAME_UNKNOWN", "repository name not known to registry")
+            raise RegistryError(code, message, 404, detail={"name": repo, "reference": reference[:300]})
+        return info
+
+    async def manifest_content(self, info: ManifestInfo) -> bytes:
+        data = self.manifest_bytes.get(info.digest)
+        if data is None:
+            data = await self.store.get(blob_key(info.digest))
+            if data is None:
+                raise RegistryError("MANIFEST_UNKNOWN", "manifest content is missing", 404)
+            self.manifest_bytes.put(info.digest, data)
+        return data
+
+    async def put_manifest(self, repo: str, reference: str, body: bytes, content_type: str,
+                           extra_tags: list[str]) -> PutManifestResult:
+        limit = self.settings["max_manifest_size"]
+        if limit and len(body) > limit:
+            raise RegistryError("MANIFEST_INVALID", f"manifest exceeds the {limit} byte limit", 413)
+        if is_digest(reference):
+            algorithm, _ = parse_digest(reference)
+            digest = digest_of(body, algorithm)
+            if digest != reference:
+                raise RegistryError("DIGEST_INVALID", "manifest digest does not match its content",
+                                    detail={"expected": reference, "actual": digest})
+            tags = extra_tags
+        else:
+            digest = digest_of(body)
+            tags = [reference, *extra_tags]
+        tags = list(dict.fromkeys(validate_tag(t) for t in tags))
+        info, blobs, children = parse_manifest(body, content_type, digest)
+        async with self.repo_locks[repo]:
+            await self.require_references(repo, blobs, children)
+            await self.store.run(self._write_manifest, repo, info, body, tags)
+            self.manifests.put((repo, digest), info)
+            self.links.put((repo, digest), True)
+            self.manifest_bytes.put(digest, body)
+            repo_tags = await self.repo_tags(repo)
+            for tag in tags:
+                repo_tags[tag] = digest
+            self.repositories.add(repo)
+        return PutManifestResult(digest=digest, tags=tags, subject=info.subject)
+
+    async def require_references(self, repo: str, blobs: list[dict], children: list[dict]) -> None:
+        missing = []
+        for descriptor in blobs:
+            if not await self.is_linked(repo, descriptor["digest"]):
+                missing.append(descriptor["digest"])
+        for descriptor in children:
+            if await self.manifest_info(repo, descriptor["digest"]) is None:
+                missing.append(descriptor["digest"])
+        if missing:
+            raise RegistryError("MANIFEST_BLOB_UNKNOWN",
+                                "manifest references blobs or manifests unknown to this repository",
+                                detail={"missing": missing[:50]})
+
+    def _write_manifest(self, repo: str, info: ManifestInfo, body: bytes, tags: list[str]) -> None:
+        """Content first, then the facts that point at it: a crash leaves
+        no tag on a manifest whose bytes are not durable."""
+        if self.store._size(blob_key(info.digest)) != len(body):
+            self.store._write_atomic(blob_key(info.digest), body)
+        self.store._write_atomic(repo_key(repo, "_links", info.digest),
+                                 json.dumps({"digest": info.digest, "linked": info.created}).encode())
+        self.store._write_atomic(repo_key(repo, "_manifests", info.digest), info.to_json())
+        if info.subject and self.settings["referrers_enabled"]:
+            self.store._write_atomic(referrer_key(repo, info.subject, info.digest),
+                                     json.dumps(info.referrer_descriptor()).encode())
+        for tag in tags:
+            self.store._write_atomic(tag_key(repo, tag),
+                                     json.dumps({"digest": info.digest, "pushed": info.created}).encode())
+
+    async def delete_manifest(self, repo: str, reference: str) -> None:
+        self.require_delete_enabled()
+        if not is_digest(reference):
+            await self.delete_tag(repo, reference)
+            return
+        info = await self.resolve(repo, reference)
+        async with self.repo_locks[repo]:
+            tags = await self.repo_tags(repo)
+            doomed = [tag for tag, digest in tags.items() if digest == info.digest]
+            await self.store.run(self._delete_manifest_files, repo, info, doomed)
+            for tag in doomed:
+                tags.pop(tag, None)
+            self.manifests.pop((repo, info.digest), None)
+            self.links.pop((repo, info.digest), None)
+
+    def _delete_manifest_files(self, repo: str, info: ManifestInfo, tags: list[str]) -> None:
+        for tag in tags:
+            self.store._delete(tag_key(repo, tag))
+        if info.subject:
+            self.store._delete(referrer_key(repo, info.subject, info.digest))
+        self.store._delete(repo_key(repo, "_manifests", info.digest))
+        self.store._delete(repo_key(repo, "_links", info.digest))
+
+    async def delete_tag(self, repo: str, tag: str) -> None:
+        validate_tag(tag)
+        async with self.repo_locks[repo]:
+            tags = await self.repo_tags(repo)
+            if tag not in tags:
+                raise RegistryError("MANIFEST_UNKNOWN", "tag unknown to repository", 404,
+                                    detail={"name": repo, "tag": tag})
+            await self.store.delete(tag_key(repo, tag))
+            tags.pop(tag, None)
+
+    async def list_tags(self, repo: str) -> list[str]:
+        if not self.known(repo):
+            raise RegistryError("NAME_UNKNOWN", "repository name not known to registry", 404,
+                                detail={"name": repo})
+        return sorted(await self.repo_tags(repo))
+
+    def list_repositories(self) -> list[str]:
+        return sorted(self.repositories)
+
+    async def referrers(self, repo: str, subject: str, artifact_type: str | None) -> list[dict]:
+        s_alg, s_hex = parse_digest(subject)
+        prefix = f"repos/{repo}/_referrers/{s_alg}/{s_hex}"
+
+        def read_all() -> list[dict]:
+            raws = self.store._read_many(f"{prefix}/{n}" for n in self.store._list(prefix))
+            return [json.loads(raw) for _, raw in sorted(raws.items())]
+
+        descriptors = await self.store.run(read_all)
+        if artifact_type is not None:
+            descriptors = [d for d in descriptors if d.get("artifactType") == artifact_type]
+        return descriptors
+
+
+# ============================================================================
+# Identity: users, tokens, roles, groups, permissions
+# ============================================================================
+
+DEFAULT_ROLES: dict[str, dict] = {}
+DEFAULT_GROUPS: dict[str, dict] = {}
+
+
+def merge_rbac_defaults(configured: dict, defaults: dict) -> dict:
+    merged = copy.deepcopy(defaults)
+    merged.update(configured)
+    return merged
+
+
+def validate_rbac_tables(roles: dict, groups: dict) -> None:
+    return None
+
+
+@dataclasses.dataclass
+class Identity:
+    name: str | None
+    groups: tuple[str, ...] = ()
+
+
+ANONYMOUS = Identity(None)
+
+
+class Authorizer:
+    """Decides who a request is and what it may do."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    async def authorize(self, request: "HttpRequest", repository: str | None, action: str) -> Identity:
+        return ANONYMOUS
+
+    async def may(self, request: "HttpRequest", repository: str, action: str) -> bool:
+        try:
+            await self.authorize(request, repository, action)
+            return True
+        except RegistryError:
+            return False
+
+
+# ============================================================================
+# HTTP: /v2 (OCI + Docker) as a lean ASGI router, everything else in Quart
+# ============================================================================
+
+class ClientDisconnected(Exception):
+    pass
+
+
+class HttpRequest:
+    """The parts of an ASGI HTTP request the registry reads."""
+
+    def __init__(self, scope: dict, receive: Callable):
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"),
+                                           keep_blank_values=True)
+        headers: dict[str, str] = {}
+        for key, value in scope["headers"]:
+            name = key.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {text}" if name in headers else text
+        self.headers = headers
+        self.receive = receive
+        self.user: str | None = None
+
+    def arg(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length")
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise RegistryError("SIZE_INVALID", "invalid Content-Length")
+        return int(value)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+
+    async def read(self, limit: int) -> bytes:
+        data = bytearray()
+        async for chunk in self.stream():
+            data += chunk
+            if limit and len(data) > limit:
+                raise RegistryError("MANIFEST_INVALID", f"request body exceeds the {limit} byte limit", 413)
+        return bytes(data)
+
+    @property
+    def base_url(self) -> str:
+        host = self.headers.get("host", "localhost")
+        return f"{self.scope.get('scheme', 'http')}://{host}"
+
+
+@dataclasses.dataclass
+class Reply:
+    status: int
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body: bytes | AsyncIterator[bytes] = b""
+    length: int | None = None
+    extra_headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def json_reply(status: int, value: Any, headers: dict[str, str] | None = None) -> Reply:
+    body = json.dumps(value).encode()
+    return Reply(status, {"Content-Type": "application/json", **(headers or {})}, body)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single 'bytes=' range as [start, end); None means the whole body."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        return None
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                raise ValueError
+            return max(size - length, 0), size
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        raise RegistryError("UNSUPPORTED", "malformed Range header", 416,
+                            headers={"Content-Range": f"bytes */{size}"}) from None
+    if start >= size or end <= start:
+        raise RegistryError("UNSUPPORTED", "requested range not satisfiable", 416,
+                            headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size)
+
+
+def parse_content_range(header: str | None) -> tuple[int, int] | None:
+    """Upload chunk ranges: 'start-end' (inclusive), optionally 'bytes start-end/total'."""
+    if header is None:
+        return None
+    match = re.fullmatch(r"\s*(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?\s*", header)
+    if not match:
+        raise RegistryError("BLOB_UPLOAD_INVALID", "malformed Content-Range", 416)
+    start, end = int(match[1]), int(match[2])
+    if end < start:
+        raise RegistryError("BLOB_UPLOAD_INVALID", "Content-Range end precedes its start", 416)
+    return start, end - start + 1
+
+
+def page(items: list[str], n: str | None, last: str | None) -> tuple[list[str], bool]:
+    """Lexically ordered items after `last`, at most n of them, and whether more remain."""
+    if last:
+        import bisect
+        items = items[bisect.bisect_right(items, last):]
+    if n is None:
+        return items, False
+    if not n.isdigit():
+        raise RegistryError("UNSUPPORTED", "n must be a non-negative integer", detail={"n": n[:50]})
+    count = int(n)
+    return items[:count], count > 0 and len(items) > count
+
+
+def next_link(path: str, n: str, last: str, extra: dict | None = None) -> str:
+    query = urllib.parse.urlencode({**(extra or {}), "n": n, "last": last})
+    return f'<{path}?{query}>; rel="next"'
+
+
+V2_ROUTES: list[tuple[str, re.Pattern, str]] = []
+
+
+def v2_route(method: str, pattern: str) -> Callable:
+    def register(handler: Callable) -> Callable:
+        for verb in method.split():
+            V2_ROUTES.append((verb, re.compile(pattern), handler.__name__))
+        return handler
+    return register
+
+
+_NAME = r"(?P<name>.+?)"
+
+
+class RegistryAPI:
+    """/v2 handlers: each checks permission through authorize(), then calls the model."""
+
+    def __init__(self, registry: Registry, authorizer: Authorizer, config: dict):
+        self.registry = registry
+        self.authorizer = authorizer
+        self.config = config
+
+    async def dispatch(self, request: HttpRequest) -> Reply:
+        path = request.path
+        matched_path = False
+        for method, pattern, handler_name in V2_ROUTES:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            matched_path = True
+            if method == request.method or (method == "GET" and request.method == "HEAD"):
+                params = match.groupdict()
+                if "name" in params:
+                    validate_name(params["name"])
+                return await getattr(self, handler_name)(request, **params)
+        if matched_path:
+            raise RegistryError("UNSUPPORTED", f"method {request.method} not allowed here", 405)
+        raise RegistryError("NAME_UNKNOWN" if path.startswith("/v2/") else "UNSUPPORTED",
+                            "no such endpoint", 404, detail={"path": path[:300]})
+
+    async def authorize(self, request: HttpRequest, repository: str | None, action: str) -> Identity:
+        identity = await self.authorizer.authorize(request, repository, action)
+        request.user = identity.name
+        return identity
+
+    # -- base ----------------------------------------------------------------------
+
+    @v2_route("GET", r"/v2/?")
+    async def base(self, request: HttpRequest) -> Reply:
+        await self.authorize(request, None, "login")
+        return json_reply(200, {})
+
+    @v2_route("GET", r"/v2/_catalog")
+    async def catalog(self, request: HttpRequest) -> Reply:
+        await self.authorize(request, None, "catalog")
+        n, last = request.arg("n"), request.arg("last")
+        names = [name for name in self.registry.list_repositories()
+                 if await self.authorizer.may(request, name, "pull")]
+        items, more = page(names, n, last)
+        headers = {"Link": next_link("/v2/_catalog", n, items[-1])} if more else {}
+        return json_reply(200, {"repositories": items}, headers)
+
+    # -- blobs ---------------------------------------------------------------------
+
+    @v2_route("GET", rf"/v2/{_NAME}/blobs/(?P<digest>[^/]+)")
+    async def get_blob(self, request: HttpRequest, name: str, digest: str) -> Reply:
+        await self.authorize(request, name, "pull")
+        size = await self.registry.blob_size(name, digest)
+        if size is None:
+            raise RegistryError("BLOB_UNKNOWN", "blob unknown to registry", 404, detail={"digest": digest})
+        headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
+                   "Accept-Ranges": "bytes", "ETag": f'"{digest}"',
+                   "Cache-Control": "max-age=31536000"}
+        span = parse_range(request.headers.get("range"), size) if request.method == "GET" else None
+        if request.method == "HEAD":
+            return Reply(200, headers, b"", length=size)
+        if span is None:
+            return Reply(200, headers, self.registry.blob_chunks(digest, 0, size), length=size)
+        start, end = span
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        return Reply(206, headers, self.registry.blob_chunks(digest, start, end), length=end - start)
+
+    @v2_route("DELETE", rf"/v2/{_NAME}/blobs/(?P<digest>[^/]+)")
+    async def delete_blob(self, request: HttpRequest, name: str, digest: str) -> Reply:
+        await self.authorize(request, name, "delete")
+        await self.registry.unlink_blob(name, digest)
+        return Reply(202, {"Docker-Content-Digest": digest})
+
+    # -- uploads -------------------------------------------------------------------
+
+    @v2_route("POST", rf"/v2/{_NAME}/blobs/uploads/?")
+    async def start_upload(self, request: HttpRequest, name: str) -> Reply:
+        await self.authorize(request, name, "push")
+        mount, source = request.arg("mount"), request.arg("from")
+        if mount is not None:
+            parse_digest(mount)
+            if source and NAME_RE.fullmatch(source) and len(source) <= MAX_NAME_LENGTH \
+                    and await self.authorizer.may(request, source, "pull") \
+                    and await self.registry.mount_blob(name, source, mount):
+                return self.blob_created(name, mount)
+        digest = request.arg("digest")
+        if digest is not None:
+            parse_digest(digest)
+            await self.registry.put_blob(name, digest, request.stream(), request.content_length())
+            return self.blob_created(name, digest)
+        algorithm = request.arg("digest-algorithm") or "sha256"
+        upload = await self.registry.start_upload(name, algorithm)
+        return Reply(202, {**self.registry.upload_headers(upload), "Content-Length": "0"})
+
+    def blob_created(self, name: str, digest: str) -> Reply:
+        return Reply(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+    @v2_route("GET", rf"/v2/{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)")
+    async def upload_status(self, request: HttpRequest, name: str, upload_id: str) -> Reply:
+        await self.authorize(request, name, "push")
+        upload = await self.registry.get_upload(name, upload_id)
+        return Reply(204, self.registry.upload_headers(upload))
+
+    @v2_route("PATCH", rf"/v2/{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)")
+    async def patch_upload(self, request: HttpRequest, name: str, upload_id: str) -> Reply:
+        await self.authorize(request, name, "push")
+        upload = await self.registry.get_upload(name, upload_id)
+        span = parse_content_range(request.headers.get("content-range"))
+        async with upload.lock:
+            start, length = span or (None, None)
+            await self.registry.append_upload(upload, request.stream(), start, length)
+        return Reply(202, self.registry.upload_headers(upload))
+
+    @v2_route("PUT", rf"/v2/{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)")
+    async def finish_upload(self, request: HttpRequest, name: str, upload_id: str) -> Reply:
+        await self.authorize(request, name, "push")
+        digest = request.arg("digest")
+        if digest is None:
+            raise RegistryError("DIGEST_INVALID", "the digest query parameter is required")
+        parse_digest(digest)
+        upload = await self.registry.get_upload(name, upload_id)
+        span = parse_content_range(request.headers.get("content-range"))
+        async with upload.lock:
+            start, length = span or (None, None)
+            if span or request.content_length() != 0:
+                await self.registry.append_upload(upload, request.stream(), start, length)
+            await self.registry.commit_upload(upload, digest)
+        return self.blob_created(name, digest)
+
+    @v2_route("DELETE", rf"/v2/{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)")
+    async def cancel_upload(self, request: HttpRequest, name: str, upload_id: str) -> Reply:
+        await self.authorize(request, name, "push")
+        upload = await self.registry.get_upload(name, upload_id)
+        await self.registry.cancel_upload(upload)
+        return Reply(204)
+
+    # -- manifests -----------------------------------------------------------------
+
+    @v2_route("GET", rf"/v2/{_NAME}/manifests/(?P<reference>[^/]+)")
+    async def get_manifest(self, request: HttpRequest, name: str, reference: str) -> Reply:
+        await self.authorize(request, name, "pull")
+        info = await self.registry.resolve(name, reference)
+        headers = {"Content-Type": info.media_type, "Docker-Content-Digest": info.digest,
+                   "ETag": f'"{info.digest}"'}
+        if request.method == "HEAD":
+            return Reply(200, headers, b"", length=info.size)
+        return Reply(200, headers, await self.registry.manifest_content(info))
+
+    @v2_route("PUT", rf"/v2/{_NAME}/manifests/(?P<reference>[^/]+)")
+    async def put_manifest(self, request: HttpRequest, name: str, reference: str) -> Reply:
+        await self.authorize(request, name, "push")
+        if is_digest(reference):
+            parse_digest(reference)
+        else:
+            validate_tag(reference)
+        tags = request.query.get("tag", [])
+        if len(tags) > 100:
+            raise RegistryError("UNSUPPORTED", "too many tags in one request", 414)
+        limit = self.config["registry"]["max_manifest_size"]
+        length = request.content_length()
+        if limit and length is not None and length > limit:
+            raise RegistryError("MANIFEST_INVALID", f"manifest exceeds the {limit} byte limit", 413)
+        body = await request.read(limit)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        result = await self.registry.put_manifest(name, reference, body, content_type, tags)
+        reply = Reply(201, {"Location": f"/v2/{name}/manifests/{result.digest}",
+                            "Docker-Content-Digest": result.digest})
+        if result.subject:
+            reply.headers["OCI-Subject"] = result.subject
+        if is_digest(reference) and result.tags:
+            reply.headers["OCI-Tag"] = ", ".join(result.tags)
+        return reply
+
+    @v2_route("DELETE", rf"/v2/{_NAME}/manifests/(?P<reference>[^/]+)")
+    async def delete_manifest(self, request: HttpRequest, name: str, reference: str) -> Reply:
+        await self.authorize(request, name, "delete")
+        await self.registry.delete_manifest(name, reference)
+        return Reply(202)
+
+    # -- tags and referrers --------------------------------------------------------
+
+    @v2_route("GET", rf"/v2/{_NAME}/tags/list")
+    async def list_tags(self, request: HttpRequest, name: str) -> Reply:
+        await self.authorize(request, name, "pull")
+        n, last = request.arg("n"), request.arg("last")
+        tags, more = page(await self.registry.list_tags(name), n, last)
+        headers = {"Link": next_link(f"/v2/{name}/tags/list", n, tags[-1])} if more else {}
+        return json_reply(200, {"name": name, "tags": tags}, headers)
+
+    @v2_route("GET", rf"/v2/{_NAME}/referrers/(?P<digest>[^/]+)")
+    async def list_referrers(self, request: HttpRequest, name: str, digest: str) -> Reply:
+        await self.authorize(request, name, "pull")
+        parse_digest(digest)
+        artifact_type = request.arg("artifactType")
+        descriptors = await self.registry.referrers(name, digest, artifact_type)
+        headers = {"Content-Type": OCI_INDEX}
+        if artifact_type is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+        return Reply(200, headers, json.dumps(body).encode())
+
+
+async def send_reply(send: Callable, reply: Reply, head_only: bool) -> int:
+    """Send a Reply over ASGI; returns the number of body bytes sent."""
+    body = reply.body
+    length = reply.length if reply.length is not None else (len(body) if isinstance(body, bytes) else None)
+    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in reply.headers.items()]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.extra_headers]
+    headers.append((API_VERSION_HEADER[0].encode(), API_VERSION_HEADER[1].encode()))
+    if length is not None and reply.status not in (204, 304):
+        headers.append((b"content-length", str(length).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    if head_only or isinstance(body, bytes):
+        await send({"type": "http.response.body", "body": b"" if head_only else body})
+        return 0 if head_only else len(body)
+    sent = 0
+    try:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent += len(chunk)
+    finally:
+        await body.aclose()
+    await send({"type": "http.response.body", "body": b""})
+    return sent
+
+
+class DistroFaceASGI:
+    """The ASGI entry: /v2 goes to the lean registry router, the rest to Quart."""
+
+    def __init__(self, api: RegistryAPI, web: Any, config: dict):
+        self.api = api
+        self.web = web
+        self.config = config
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and (scope["path"] == "/v2" or scope["path"].startswith("/v2/")):
+            await self.handle_v2(scope, receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+    async def handle_v2(self, scope: dict, receive: Callable, send: Callable) -> None:
+        started = time.perf_counter()
+        request = HttpRequest(scope, receive)
+        try:
+            reply = await self.api.dispatch(request)
+        except RegistryError as exc:
+            reply = Reply(exc.status, {"Content-Type": "application/json", **exc.headers}, exc.body())
+        except ClientDisconnected:
+            self.log_access(request, 499, 0, started)
+            return
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            error = RegistryError("UNKNOWN", "internal server error", 500)
+            reply = Reply(500, {"Content-Type": "application/json"}, error.body())
+        sent = 0
+        try:
+            sent = await send_reply(send, reply, request.method == "HEAD")
+        finally:
+            self.log_access(request, reply.status, sent, started)
+
+    def log_access(self, request: HttpRequest, status: int, sent: int, started: float) -> None:
+        if self.config["server"]["access_log"]:
+            write_access_log(request.scope, request.method, request.path, status, sent,
+                             time.perf_counter() - started, request.user)
+
+
+def write_access_log(scope: dict, method: str, path: str, status: int, sent: int,
+                     seconds: float, user: str | None) -> None:
+    client = (scope.get("client") or ("-", 0))[0]
+    access_log.info('%s %s "%s %s" %d %d %.1fms', client, user or "-", method,
+                    path, status, sent, seconds * 1000)
+
+
+UI_DIR_NAME = "distroface_ui"
+
+
+def ui_directory() -> Path | None:
+    here = Path(__file__).resolve().parent / UI_DIR_NAME
+    return here if here.is_dir() else None
+
+
+def create_web_app(config: dict, registry: Registry, authorizer: Authorizer) -> Any:
+    """The Quart app: health, the web UI and (later) /api/v1 and /auth/token."""
+    from quart import Response, request as quart_request
+    from quart_trio import QuartTrio
+
+    ui_dir = ui_directory()
+    app = QuartTrio(__name__, static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=1 << 20, BODY_TIMEOUT=60, RESPONSE_TIMEOUT=None)
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/")
+    @app.get("/<path:path>")
+    async def ui(path: str = "index.html") -> Any:
+        if ui_dir is None:
+            return Response("DistroFace registry", mimetype="text/plain")
+        target = (ui_dir / path).resolve()
+        if not target.is_relative_to(ui_dir.resolve()) or not target.is_file():
+            target = ui_dir / "index.html"
+        from quart import send_file
+        return await send_file(target)
+
+    @app.after_request
+    async def log_request(response: Any) -> Any:
+        if config["server"]["access_log"]:
+            write_access_log(quart_request.scope, quart_request.method, quart_request.path,
+                             response.status_code, response.content_length or 0, 0.0, None)
+        return response
+
+    return app
+
+
+# ============================================================================
+# Background services
+# ============================================================================
+
+async def upload_janitor(registry: Registry) -> None:
+    while True:
+        settings = registry.settings
+        try:
+            removed = await registry.purge_stale_uploads(settings["upload_max_age"])
+            if removed:
+                log.info("purged %d stale uploads", removed)
+        except OSError as exc:
+            log.warning("upload janitor: %s", exc)
+        await trio.sleep(max(settings["upload_purge_interval"], 1))
+
+
+# ============================================================================
+# Assembly and command line
+# ============================================================================
+
+class DataDirLock:
+    """One process per data directory."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                holder = self.path.read_text().strip() or "another process"
+                raise SystemExit(f"distroface: data directory {self.path.parent} is in use by "
+                                 f"{holder} (lock file {self.path}); refusing to start") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+@dataclasses.dataclass
+class App:
+    config: dict
+    store: FileStore
+    registry: Registry
+    authorizer: Authorizer
+    asgi: DistroFaceASGI
+
+
+def create_app(config: dict) -> App:
+    data_dir = Path(config["server"]["data_dir"])
+    store = FileStore(data_dir)
+    registry = Registry(store, config)
+    authorizer = Authorizer(config)
+    api = RegistryAPI(registry, authorizer, config)
+    web = create_web_app(config, registry, authorizer)
+    return App(config, store, registry, authorizer, DistroFaceASGI(api, web, config))
+
+
+def hypercorn_config(config: dict) -> Any:
+    from hypercorn.config import Config as HyperConfig
+    hyper = HyperConfig()
+    hyper.bind = [config["server"]["listen"]]
+    hyper.accesslog = None
+    hyper.errorlog = log
+    hyper.graceful_timeout = config["server"]["shutdown_grace"]
+    hyper.keep_alive_max_requests = 1 << 30
+    hyper.keep_alive_timeout = 75
+    hyper.h11_max_incomplete_size = 64 * 1024
+    if config["server"]["tls_cert"]:
+        hyper.certfile = config["server"]["tls_cert"]
+        hyper.keyfile = config["server"]["tls_key"]
+    return hyper
+
+
+async def wait_for_shutdown_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            return
+
+
+async def serve(app: App) -> None:
+    from hypercorn.trio import serve as hypercorn_serve
+    await app.registry.open()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(upload_janitor, app.registry)
+        await hypercorn_serve(app.asgi, hypercorn_config(app.config),
+                              shutdown_trigger=wait_for_shutdown_signal)
+        nursery.cancel_scope.cancel()
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cli_overrides(args: argparse.Namespace) -> dict:
+    server = {}
+    if args.listen:
+        server["listen"] = args.listen
+    if args.data:
+        server["data_dir"] = args.data
+    return {"server": server} if server else {}
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    path = args.config or os.environ.get("DISTROFACE_CONFIG")
+    return Path(path) if path else None
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    path = config_path(args)
+    try:
+        config = load_config(path, cli=cli_overrides(args))
+    except ConfigError as exc:
+        print(f"distroface: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    data_dir = Path(config["server"]["data_dir"])
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    try:
+        app = create_app(config)
+        log.info("DistroFace %s serving on %s with data in %s", __version__,
+                 config["server"]["listen"], data_dir.resolve())
+        trio.run(serve, app)
+    finally:
+        lock.release()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distroface", description="DistroFace container registry")
+    parser.add_argument("--version", action="version", version=f"DistroFace {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    def common(p: argparse.ArgumentParser, default: Any = None) -> None:
+        p.add_argument("--listen", default=default, help="HOST:PORT to serve on (default 0.0.0.0:8668)")
+        p.add_argument("--data", default=default, help="data directory (default ./data)")
+        p.add_argument("--config", default=default, help="configuration file (TOML)")
+
+    common(parser)
+    serve_parser = commands.add_parser("serve", help="run the registry (the default)")
+    common(serve_parser, argparse.SUPPRESS)
+    serve_parser.set_defaults(func=command_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", command_serve)
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
