@@ -252,6 +252,44 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None,
     return validate_config(config)
 
 
+def file_stamp(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = path.stat() if path else None
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st else None
+
+
+class LiveConfig:
+    """The configuration in force.  `values` is changed in place on reload, so
+    every part holding it sees the new rules; a bad file leaves it untouched."""
+
+    def __init__(self, path: Path | None, cli: dict | None = None):
+        self.cli = cli or {}
+        self.values = load_config(path, cli=self.cli)
+        self.path = path or Path(self.values["server"]["data_dir"]) / "config.toml"
+        if path is None and self.path.exists():
+            self.values = load_config(self.path, cli=self.cli)
+        self.stamp = file_stamp(self.path)
+
+    def reload(self) -> None:
+        self.stamp = file_stamp(self.path)
+        fresh = load_config(self.path, cli=self.cli)
+        self.values.clear()
+        self.values.update(fresh)
+
+    def reload_if_changed(self) -> bool:
+        if file_stamp(self.path) == self.stamp:
+            return False
+        try:
+            self.reload()
+        except ConfigError as exc:
+            log.error("configuration %s refused, the previous settings stay in force: %s", self.path, exc)
+            return False
+        log.info("configuration %s reloaded", self.path)
+        return True
+
+
 # ============================================================================
 # Storage
 # ============================================================================
@@ -1008,8 +1046,27 @@ class Registry:
 # Identity: users, tokens, roles, groups, permissions
 # ============================================================================
 
-DEFAULT_ROLES: dict[str, dict] = {}
-DEFAULT_GROUPS: dict[str, dict] = {}
+ACTIONS = ("VIEW", "CREATE", "UPDATE", "DELETE", "PUSH", "PULL", "ADMIN", "LOGIN", "MIGRATE")
+RESOURCES = ("IMAGE", "TAG", "USER", "GROUP", "SYSTEM", "TASK", "WEBUI")
+PERMISSION_RE = re.compile(r"(?P<action>[A-Z]+):(?P<resource>[A-Z]+)(?:@(?P<globs>\S+))?")
+REGISTRY_ACTIONS = {"pull": "PULL", "push": "PUSH", "delete": "DELETE"}
+
+DEFAULT_ROLES: dict[str, dict] = {
+    "administrator": {"description": "Everything, everywhere", "permissions": ["ADMIN:SYSTEM"]},
+    "developer": {"description": "Push, pull and tag images",
+                  "permissions": ["LOGIN:WEBUI", "VIEW:IMAGE", "PULL:IMAGE", "PUSH:IMAGE",
+                                  "DELETE:IMAGE", "VIEW:TAG", "CREATE:TAG", "UPDATE:TAG",
+                                  "DELETE:TAG", "VIEW:TASK"]},
+    "reader": {"description": "Browse and pull images",
+               "permissions": ["LOGIN:WEBUI", "VIEW:IMAGE", "PULL:IMAGE", "VIEW:TAG"]},
+    "anonymous": {"description": "Requests without credentials", "permissions": []},
+}
+DEFAULT_GROUPS: dict[str, dict] = {
+    "admins": {"description": "Administrators", "roles": ["administrator"]},
+    "developers": {"description": "Developers", "roles": ["developer"]},
+    "readers": {"description": "Read-only users", "roles": ["reader"]},
+}
+ANONYMOUS_ROLE = "anonymous"
 
 
 def merge_rbac_defaults(configured: dict, defaults: dict) -> dict:
@@ -1018,27 +1075,523 @@ def merge_rbac_defaults(configured: dict, defaults: dict) -> dict:
     return merged
 
 
+@dataclasses.dataclass(frozen=True)
+class Permission:
+    action: str
+    resource: str
+    globs: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "Permission":
+        match = PERMISSION_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+        if not match or match["action"] not in ACTIONS or match["resource"] not in RESOURCES:
+            raise ConfigError(f"invalid permission {text!r}: expected ACTION:RESOURCE[@glob,...] "
+                              f"with ACTION in {', '.join(ACTIONS)} and RESOURCE in {', '.join(RESOURCES)}")
+        globs = tuple(g for g in (match["globs"] or "").split(",") if g)
+        return cls(match["action"], match["resource"], globs)
+
+    def grants(self, action: str, resource: str, repository: str | None, user: str | None) -> bool:
+        if (self.action, self.resource) == ("ADMIN", "SYSTEM"):
+            return True
+        if self.action != action or self.resource != resource:
+            return False
+        if not self.globs or repository is None:
+            return True
+        return any(glob_matches(glob, repository, user) for glob in self.globs)
+
+
+def glob_matches(glob: str, repository: str, user: str | None) -> bool:
+    """'*' is one path component, '**' any number; ${user} is the caller's name."""
+    if "${user}" in glob:
+        if not user:
+            return False
+        glob = glob.replace("${user}", user)
+    pattern = "".join(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part)
+                      for part in re.split(r"(\*\*|\*)", glob))
+    return re.fullmatch(pattern.replace("/.*", "(?:/.*)?"), repository) is not None
+
+
 def validate_rbac_tables(roles: dict, groups: dict) -> None:
-    return None
+    for name, role in roles.items():
+        if not isinstance(role, dict) or not isinstance(role.get("permissions", []), list):
+            raise ConfigError(f"[roles.{name}] needs a permissions list")
+        for text in role.get("permissions", []):
+            Permission.parse(text)
+    for name, group in groups.items():
+        if not isinstance(group, dict) or not isinstance(group.get("roles", []), list):
+            raise ConfigError(f"[groups.{name}] needs a roles list")
+        for role in group.get("roles", []):
+            if role not in roles:
+                raise ConfigError(f"[groups.{name}] names unknown role {role!r}")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Identity:
     name: str | None
     groups: tuple[str, ...] = ()
+    token_access: frozenset | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.name is None
 
 
 ANONYMOUS = Identity(None)
 
 
-class Authorizer:
-    """Decides who a request is and what it may do."""
+class Policy:
+    """Roles and groups from the configuration, compiled for quick checks."""
+
+    def __init__(self, config: dict):
+        self.roles = {name: [Permission.parse(p) for p in role.get("permissions", [])]
+                      for name, role in config["roles"].items()}
+        self.groups = {name: list(group.get("roles", [])) for name, group in config["groups"].items()}
+
+    def permissions(self, identity: Identity) -> list[Permission]:
+        roles = [ANONYMOUS_ROLE]
+        for group in identity.groups:
+            roles += self.groups.get(group, [])
+        return [p for role in dict.fromkeys(roles) for p in self.roles.get(role, [])]
+
+    def allows(self, identity: Identity, action: str, resource: str,
+               repository: str | None = None) -> bool:
+        return any(p.grants(action, resource, repository, identity.name)
+                   for p in self.permissions(identity))
+
+    def registry_actions(self, identity: Identity, repository: str) -> list[str]:
+        return [verb for verb, action in REGISTRY_ACTIONS.items()
+                if self.allows(identity, action, "IMAGE", repository)]
+
+    def is_admin(self, identity: Identity) -> bool:
+        return any((p.action, p.resource) == ("ADMIN", "SYSTEM") for p in self.permissions(identity))
+
+
+def hash_password(password: str, rounds: int) -> str:
+    import bcrypt
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+
+
+def check_password(password: str, hashed: str) -> bool:
+    import bcrypt
+    try:
+        return bcrypt.checkpw(password.encode(), hashed.encode())
+    except ValueError:
+        return False
+
+
+class UserFile:
+    """users.json, changed under an exclusive lock so the CLI and a running
+    server can both edit it; each change is an atomic replace."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / "users.json"
+        self.lock_path = data_dir / ".users.lock"
+
+    def read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text()).get("users", {})
+        except FileNotFoundError:
+            return {}
+
+    def stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+            return st.st_mtime_ns, st.st_size
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def modify(self, change: Callable[[dict], Any]) -> Any:
+        with self.locked():
+            users = self.read()
+            result = change(users)
+            write_private(self.path, json.dumps({"users": users}, indent=2, sort_keys=True).encode())
+            return result
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomically write a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+
+
+class UserError(ValueError):
+    pass
+
+
+def check_username(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", name or ""):
+        raise UserError("usernames are 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+    return name
+
+
+def check_password_policy(password: str, config: dict) -> None:
+    minimum = config["auth"]["min_password_length"]
+    if not isinstance(password, str) or len(password) < minimum:
+        raise UserError(f"passwords must be at least {minimum} characters long")
+
+
+def user_record(password_hash: str, groups: list[str], default_password: bool = False) -> dict:
+    return {"password": password_hash, "groups": sorted(set(groups)), "created": now_iso(),
+            "token_version": 0, "default_password": default_password}
+
+
+class Users:
+    """The user database as the server sees it: cached, reloaded when the file changes."""
+
+    def __init__(self, data_dir: Path, config: dict):
+        self.file = UserFile(data_dir)
+        self.config = config
+        self.users: dict[str, dict] = {}
+        self.stamp: tuple[int, int] | None = None
+        self.dummy_hash: str | None = None
+
+    def load(self) -> bool:
+        stamp = self.file.stamp()
+        if stamp == self.stamp:
+            return False
+        self.users, self.stamp = self.file.read(), stamp
+        return True
+
+    def ensure_admin(self) -> None:
+        """Create 'admin' in group 'admins' on the first start."""
+        if self.file.path.exists():
+            return
+        password = self.config["auth"]["initial_admin_password"] or "admin"
+        record = user_record(hash_password(password, self.config["auth"]["bcrypt_rounds"]),
+                             ["admins"], default_password=password == "admin")
+        self.file.modify(lambda users: users.setdefault("admin", record))
+
+    def warn_default_password(self) -> None:
+        if self.users.get("admin", {}).get("default_password"):
+            log.warning("the admin user still has the default password 'admin': change it with "
+                        "'distroface user passwd admin' or in the web UI")
+
+    def identity(self, name: str) -> Identity | None:
+        record = self.users.get(name)
+        return Identity(name, tuple(record.get("groups", ()))) if record else None
+
+    def token_version(self, name: str) -> int | None:
+        record = self.users.get(name)
+        return record.get("token_version", 0) if record else None
+
+    async def verify(self, name: str, password: str) -> Identity | None:
+        record = self.users.get(name)
+        if record is None:
+            if self.dummy_hash is None:
+                self.dummy_hash = await trio.to_thread.run_sync(hash_password, "x", self.config["auth"]["bcrypt_rounds"])
+            await trio.to_thread.run_sync(check_password, password, self.dummy_hash)
+            return None
+        if not await trio.to_thread.run_sync(check_password, password, record["password"]):
+            return None
+        return Identity(name, tuple(record.get("groups", ())))
+
+    async def change(self, change: Callable[[dict], Any]) -> Any:
+        result = await trio.to_thread.run_sync(self.file.modify, change)
+        self.load()
+        return result
+
+
+def add_user(users: dict, name: str, password_hash: str, groups: list[str]) -> None:
+    if name in users:
+        raise UserError(f"user {name} already exists")
+    users[name] = user_record(password_hash, groups)
+
+
+def set_password(users: dict, name: str, password_hash: str) -> None:
+    record = require_user(users, name)
+    record.update(password=password_hash, default_password=False,
+                  token_version=record.get("token_version", 0) + 1)
+
+
+def require_user(users: dict, name: str) -> dict:
+    if name not in users:
+        raise UserError(f"no such user: {name}")
+    return users[name]
+
+
+def delete_user(users: dict, name: str) -> None:
+    require_user(users, name)
+    del users[name]
+
+
+def set_groups(users: dict, name: str, groups: list[str]) -> None:
+    require_user(users, name)["groups"] = sorted(set(groups))
+
+
+class SigningKey:
+    """The HMAC key that signs every token, made on first start, kept 0600."""
+
+    def __init__(self, data_dir: Path):
+        path = data_dir / "secret" / "jwt.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(path, secrets.token_hex(32).encode())
+        os.chmod(path, 0o600)
+        self.secret = path.read_bytes().strip()
+        self.kid = hashlib.sha256(self.secret).hexdigest()[:16]
+
+
+class TokenError(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Scope | None":
+        """resourcetype[(class)]:resourcename:action[,action]* — the name may
+        itself hold a ':' (a registry host:port), so split at the first and last."""
+        if text.count(":") < 2:
+            return None
+        resource_type, rest = text.split(":", 1)
+        name, actions = rest.rsplit(":", 1)
+        resource_type = re.sub(r"\(.*\)$", "", resource_type)
+        if not re.fullmatch(r"[a-z0-9]+", resource_type) or not name:
+            return None
+        return cls(resource_type, name, tuple(a for a in actions.split(",") if a))
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(self.actions)}"
+
+
+class TokenService:
+    """Docker token authentication: JWTs with iss, sub, aud, exp, nbf, iat, jti, access."""
+
+    def __init__(self, key: SigningKey, config: dict):
+        self.key = key
+        self.config = config
+        self.revoked: dict[str, float] = {}
+
+    @property
+    def auth(self) -> dict:
+        return self.config["auth"]
+
+    def issue(self, subject: str | None, access: list[dict], lifetime: int | None = None,
+              extra: dict | None = None) -> tuple[str, int, float]:
+        import jwt
+        lifetime = lifetime or self.auth["token_lifetime"]
+        now = time.time()
+        claims = {"iss": self.auth["issuer"], "sub": subject or "", "aud": self.auth["service"],
+                  "exp": int(now + lifetime), "nbf": int(now) - 1, "iat": int(now),
+                  "jti": secrets.token_urlsafe(16), "access": access, **(extra or {})}
+        token = jwt.encode(claims, self.key.secret, algorithm="HS256", headers={"kid": self.key.kid})
+        return token, lifetime, now
+
+    def verify(self, token: str, purpose: str = "access") -> dict:
+        import jwt
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("kid") != self.key.kid:
+                raise TokenError("token signed with an unknown key")
+            claims = jwt.decode(token, self.key.secret, algorithms=["HS256"],
+                                audience=self.auth["service"], issuer=self.auth["issuer"],
+                                options={"require": ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"]})
+        except jwt.PyJWTError as exc:
+            raise TokenError(str(exc)) from exc
+        if claims.get("purpose", "access") != purpose:
+            raise TokenError(f"not an {purpose} token")
+        if claims["jti"] in self.revoked:
+            raise TokenError("token revoked")
+        return claims
+
+    def issue_refresh(self, subject: str, version: int) -> str:
+        token, _, _ = self.issue(subject, [], self.auth["refresh_token_lifetime"],
+                                 {"purpose": "refresh", "ver": version})
+        return token
+
+    def revoke(self, claims: dict) -> None:
+        now = time.time()
+        self.revoked = {jti: exp for jti, exp in self.revoked.items() if exp > now}
+        self.revoked[claims["jti"]] = claims["exp"]
+
+
+class LoginThrottle:
+    """Counts failed logins per address and per user within a window."""
 
     def __init__(self, config: dict):
         self.config = config
+        self.failures: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def _recent(self, key: str) -> collections.deque:
+        window = self.config["auth"]["login_window"]
+        failures = self.failures[key]
+        while failures and failures[0] < time.monotonic() - window:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, address: str, user: str) -> int:
+        limit = self.config["auth"]["login_max_failures"]
+        for key in (f"ip:{address}", f"user:{user}"):
+            failures = self._recent(key)
+            if len(failures) >= limit:
+                return max(1, int(failures[0] + self.config["auth"]["login_window"] - time.monotonic()) + 1)
+        return 0
+
+    def failed(self, address: str, user: str) -> None:
+        for key in (f"ip:{address}", f"user:{user}"):
+            self.failures[key].append(time.monotonic())
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__("too many failed logins")
+        self.retry_after = retry_after
+
+
+class Authorizer:
+    """Decides who a request is and what it may do, for /v2, /auth/token and /api/v1."""
+
+    def __init__(self, config: dict, data_dir: Path):
+        self.config = config
+        self.users = Users(data_dir, config)
+        self.key_dir = data_dir
+        self.tokens: TokenService | None = None
+        self.throttle = LoginThrottle(config)
+        self.basic_cache: dict[tuple[str, str], tuple[float, int]] = {}
+        self.policy = Policy(config)
+
+    def open(self) -> None:
+        self.users.ensure_admin()
+        self.users.load()
+        self.users.warn_default_password()
+        self.tokens = TokenService(SigningKey(self.key_dir), self.config)
+
+    def reload_policy(self) -> None:
+        self.policy = Policy(self.config)
+
+    # -- credentials ---------------------------------------------------------------
+
+    async def login(self, username: str, password: str, address: str) -> Identity:
+        """Check a password, throttling repeated failures.  Raises Throttled or returns None."""
+        retry = self.throttle.retry_after(address, username)
+        if retry:
+            raise Throttled(retry)
+        identity = await self.users.verify(username, password)
+        if identity is None:
+            self.throttle.failed(address, username)
+            log.warning("failed login for %r from %s", username[:64], address)
+        return identity
+
+    async def basic_identity(self, header: str, address: str) -> Identity | None:
+        try:
+            username, _, password = base64.b64decode(header, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        cache_key = (username, hashlib.sha256(password.encode()).hexdigest())
+        cached = self.basic_cache.get(cache_key)
+        if cached and cached[0] > time.monotonic() and cached[1] == self.users.token_version(username):
+            return self.users.identity(username)
+        identity = await self.login(username, password, address)
+        if identity is not None:
+            expires = time.monotonic() + self.config["auth"]["basic_cache_seconds"]
+            self.basic_cache[cache_key] = (expires, self.users.token_version(username))
+        return identity
+
+    def bearer_identity(self, token: str) -> Identity:
+        claims = self.tokens.verify(token)
+        subject = claims["sub"] or None
+        identity = self.users.identity(subject) if subject else ANONYMOUS
+        if identity is None:
+            raise TokenError("unknown subject")
+        access = frozenset((entry.get("type"), entry.get("name"), action)
+                           for entry in claims.get("access") or [] if isinstance(entry, dict)
+                           for action in entry.get("actions") or [])
+        return dataclasses.replace(identity, token_access=access)
+
+    async def identify(self, headers: dict[str, str], address: str) -> Identity:
+        header = headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            try:
+                return self.bearer_identity(value.strip())
+            except TokenError as exc:
+                raise RegistryError("UNAUTHORIZED", f"invalid token: {exc}", 401) from None
+        if scheme == "basic":
+            try:
+                identity = await self.basic_identity(value.strip(), address)
+            except Throttled as exc:
+                raise RegistryError("TOOMANYREQUESTS", "too many failed logins", 429,
+                                    headers={"Retry-After": str(exc.retry_after)}) from None
+            if identity is None:
+                raise RegistryError("UNAUTHORIZED", "invalid username or password", 401)
+            return identity
+        return ANONYMOUS
+
+    # -- decisions -----------------------------------------------------------------
+
+    def grants(self, identity: Identity, repository: str | None, action: str) -> bool:
+        """May this identity do a registry action ('pull', 'push', 'delete',
+        'catalog', 'login') on a repository, by its token and by the rules now?"""
+        if action == "login":
+            return not identity.anonymous or identity.token_access is not None or \
+                bool(self.policy.permissions(identity))
+        if action == "catalog":
+            token_ok = identity.token_access is None or ("registry", "catalog", "*") in identity.token_access
+            return token_ok and (self.policy.allows(identity, "VIEW", "IMAGE")
+                                 or self.policy.allows(identity, "PULL", "IMAGE"))
+        if identity.token_access is not None and ("repository", repository, action) not in identity.token_access \
+                and ("repository", repository, "*") not in identity.token_access:
+            return False
+        return self.policy.allows(identity, REGISTRY_ACTIONS[action], "IMAGE", repository)
+
+    def challenge(self, request: "HttpRequest", repository: str | None, action: str,
+                  error: str | None = None) -> str:
+        auth = self.config["auth"]
+        realm = auth["realm"] or (self.config["server"]["public_url"] or request.base_url).rstrip("/") + "/auth/token"
+        parts = [f'realm="{realm}"', f'service="{auth["service"]}"']
+        if action == "catalog":
+            parts.append('scope="registry:catalog:*"')
+        elif repository:
+            actions = "pull,push" if action == "push" else action
+            parts.append(f'scope="repository:{repository}:{actions}"')
+        if error:
+            parts.append(f'error="{error}"')
+        return "Bearer " + ",".join(parts)
 
     async def authorize(self, request: "HttpRequest", repository: str | None, action: str) -> Identity:
-        return ANONYMOUS
+        if not self.config["auth"]["enabled"]:
+            return ANONYMOUS
+        address = (request.scope.get("client") or ("-",))[0]
+        try:
+            identity = await self.identify(request.headers, address)
+        except RegistryError as exc:
+            if exc.status == 401:
+                exc.headers["WWW-Authenticate"] = self.challenge(request, repository, action)
+            raise
+        request.user = identity.name
+        if self.grants(identity, repository, action):
+            return identity
+        if identity.anonymous and identity.token_access is None:
+            raise RegistryError("UNAUTHORIZED", "authentication required", 401,
+                                headers={"WWW-Authenticate": self.challenge(request, repository, action)})
+        if identity.token_access is not None:
+            raise RegistryError("DENIED", "requested access to the resource is denied", 401,
+                                detail={"repository": repository, "action": action},
+                                headers={"WWW-Authenticate": self.challenge(
+                                    request, repository, action, "insufficient_scope")})
+        raise RegistryError("DENIED", "requested access to the resource is denied", 403,
+                            detail={"repository": repository, "action": action})
 
     async def may(self, request: "HttpRequest", repository: str, action: str) -> bool:
         try:
@@ -1046,6 +1599,22 @@ class Authorizer:
             return True
         except RegistryError:
             return False
+
+    def grant_scopes(self, identity: Identity, scopes: list[Scope]) -> list[dict]:
+        """The intersection of what was asked and what the rules allow."""
+        access = []
+        for scope in scopes:
+            if scope.type == "registry" and scope.name == "catalog":
+                if "*" in scope.actions and self.grants(dataclasses.replace(identity, token_access=None), None, "catalog"):
+                    access.append({"type": "registry", "name": "catalog", "actions": ["*"]})
+                continue
+            if scope.type != "repository" or len(scope.name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(scope.name):
+                continue
+            allowed = self.policy.registry_actions(identity, scope.name)
+            wanted = allowed if "*" in scope.actions else [a for a in scope.actions if a in allowed]
+            if wanted:
+                access.append({"type": "repository", "name": scope.name, "actions": sorted(set(wanted))})
+        return access
 
 
 # ============================================================================
@@ -1477,38 +2046,365 @@ def ui_directory() -> Path | None:
     return here if here.is_dir() else None
 
 
-def create_web_app(config: dict, registry: Registry, authorizer: Authorizer) -> Any:
-    """The Quart app: health, the web UI and (later) /api/v1 and /auth/token."""
-    from quart import Response, request as quart_request
+def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
+                   rbac_file: "RbacFile") -> Any:
+    """The Quart app: health, the token service, /api/v1 and the web UI."""
+    from quart import Response, request, send_file
     from quart_trio import QuartTrio
 
     ui_dir = ui_directory()
     app = QuartTrio(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=1 << 20, BODY_TIMEOUT=60, RESPONSE_TIMEOUT=None)
 
+    def api_error(status: int, message: str, headers: dict | None = None) -> Any:
+        return {"error": message}, status, headers or {}
+
+    def client_address() -> str:
+        return request.remote_addr or "-"
+
+    async def request_identity() -> Identity:
+        headers = {"authorization": request.headers.get("Authorization", "")}
+        identity = await authorizer.identify(headers, client_address())
+        request.scope.setdefault("state", {})["user"] = identity.name
+        return identity
+
+    def require(identity: Identity, action: str, resource: str) -> None:
+        if not authorizer.policy.allows(identity, action, resource):
+            status = 401 if identity.anonymous else 403
+            raise ApiError(status, f"{action}:{resource} permission required")
+
+    @app.errorhandler(RegistryError)
+    async def registry_error(exc: RegistryError) -> Any:
+        return api_error(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(ApiError)
+    async def api_failure(exc: ApiError) -> Any:
+        return api_error(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(UserError)
+    async def user_failure(exc: UserError) -> Any:
+        return api_error(400, str(exc))
+
     @app.get("/healthz")
     async def healthz() -> Any:
         return {"status": "ok", "version": __version__}
 
+    # -- Docker token service -------------------------------------------------------
+
+    def requested_scopes(values: list[str]) -> list[Scope]:
+        return [scope for value in values for text in value.split() if (scope := Scope.parse(text))]
+
+    def check_service(service: str | None) -> None:
+        if service and service != config["auth"]["service"]:
+            raise ApiError(400, f"unknown service {service[:100]!r}")
+
+    async def password_login(username: str, password: str) -> Identity:
+        try:
+            identity = await authorizer.login(username, password, client_address())
+        except Throttled as exc:
+            raise ApiError(429, "too many failed logins", {"Retry-After": str(exc.retry_after)}) from None
+        if identity is None:
+            raise ApiError(401, "invalid username or password")
+        return identity
+
+    def token_reply(identity: Identity, scopes: list[Scope], offline: bool) -> dict:
+        access = authorizer.grant_scopes(identity, scopes)
+        token, lifetime, issued = authorizer.tokens.issue(identity.name, access)
+        body = {"token": token, "access_token": token, "expires_in": lifetime,
+                "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(issued)),
+                "scope": " ".join(f"{a['type']}:{a['name']}:{','.join(a['actions'])}" for a in access)}
+        if offline and not identity.anonymous:
+            body["refresh_token"] = authorizer.tokens.issue_refresh(
+                identity.name, authorizer.users.token_version(identity.name))
+        return body
+
+    @app.get("/auth/token")
+    async def token_get() -> Any:
+        check_service(request.args.get("service"))
+        identity = ANONYMOUS
+        if request.authorization and request.authorization.type == "basic":
+            identity = await password_login(request.authorization.username or "",
+                                            request.authorization.password or "")
+        elif request.headers.get("Authorization"):
+            raise ApiError(401, "only Basic credentials are accepted here")
+        scopes = requested_scopes(request.args.getlist("scope"))
+        offline = request.args.get("offline_token", "").lower() == "true"
+        return token_reply(identity, scopes, offline)
+
+    @app.post("/auth/token")
+    async def token_post() -> Any:
+        form = await request.form
+        check_service(form.get("service"))
+        if not form.get("client_id"):
+            raise ApiError(400, "client_id is required")
+        grant_type = form.get("grant_type")
+        scopes = requested_scopes(form.getlist("scope"))
+        if grant_type == "password":
+            identity = await password_login(form.get("username", ""), form.get("password", ""))
+            return token_reply(identity, scopes, form.get("access_type") == "offline")
+        if grant_type == "refresh_token":
+            identity = refresh_identity(form.get("refresh_token", ""))
+            body = token_reply(identity, scopes, False)
+            body["refresh_token"] = form["refresh_token"]
+            return body
+        raise ApiError(400, "grant_type must be password or refresh_token")
+
+    def refresh_identity(token: str) -> Identity:
+        try:
+            claims = authorizer.tokens.verify(token, purpose="refresh")
+        except TokenError as exc:
+            raise ApiError(401, f"invalid refresh token: {exc}") from None
+        identity = authorizer.users.identity(claims["sub"])
+        if identity is None or claims.get("ver") != authorizer.users.token_version(claims["sub"]):
+            raise ApiError(401, "refresh token revoked")
+        return identity
+
+    # -- /api/v1/auth -------------------------------------------------------------------
+
+    refresh_cookie = "distroface_refresh"
+
+    def with_refresh_cookie(response: Any, identity: Identity) -> Any:
+        token = authorizer.tokens.issue_refresh(identity.name, authorizer.users.token_version(identity.name))
+        response.set_cookie(refresh_cookie, token, max_age=config["auth"]["refresh_token_lifetime"],
+                            httponly=True, samesite="Strict", path="/api/v1/auth",
+                            secure=request.scheme == "https")
+        return response
+
+    def session_body(identity: Identity) -> dict:
+        token, lifetime, _ = authorizer.tokens.issue(identity.name, [])
+        return {"access_token": token, "expires_in": lifetime, "user": user_view(identity.name)}
+
+    def user_view(name: str) -> dict:
+        record = authorizer.users.users.get(name, {})
+        identity = authorizer.users.identity(name) or Identity(name)
+        return {"username": name, "groups": record.get("groups", []), "created": record.get("created"),
+                "default_password": bool(record.get("default_password")),
+                "permissions": sorted({f"{p.action}:{p.resource}" + (f"@{','.join(p.globs)}" if p.globs else "")
+                                       for p in authorizer.policy.permissions(identity)})}
+
+    @app.post("/api/v1/auth/login")
+    async def api_login() -> Any:
+        body = await json_body()
+        identity = await password_login(str(body.get("username", "")), str(body.get("password", "")))
+        return with_refresh_cookie(await app.make_response(session_body(identity)), identity)
+
+    @app.post("/api/v1/auth/refresh")
+    async def api_refresh() -> Any:
+        identity = refresh_identity(request.cookies.get(refresh_cookie, ""))
+        return await app.make_response(session_body(identity))
+
+    @app.post("/api/v1/auth/logout")
+    async def api_logout() -> Any:
+        with contextlib.suppress(TokenError):
+            authorizer.tokens.revoke(authorizer.tokens.verify(request.cookies.get(refresh_cookie, ""), "refresh"))
+        response = await app.make_response({"status": "logged out"})
+        response.delete_cookie(refresh_cookie, path="/api/v1/auth")
+        return response
+
+    async def json_body() -> dict:
+        body = await request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            raise ApiError(400, "expected a JSON object")
+        return body
+
+    # -- /api/v1/users --------------------------------------------------------------------
+
+    async def authenticated() -> Identity:
+        identity = await request_identity()
+        if identity.anonymous:
+            raise ApiError(401, "login required")
+        return identity
+
+    @app.get("/api/v1/users/me")
+    async def me() -> Any:
+        return user_view((await authenticated()).name)
+
+    @app.get("/api/v1/users")
+    async def list_users() -> Any:
+        require(await request_identity(), "VIEW", "USER")
+        return [user_view(name) for name in sorted(authorizer.users.users)]
+
+    @app.post("/api/v1/users")
+    async def create_user() -> Any:
+        require(await request_identity(), "CREATE", "USER")
+        body = await json_body()
+        name = check_username(str(body.get("username", "")))
+        groups = known_groups(body.get("groups", []))
+        check_password_policy(body.get("password"), config)
+        hashed = await trio.to_thread.run_sync(hash_password, body["password"], config["auth"]["bcrypt_rounds"])
+        await authorizer.users.change(lambda users: add_user(users, name, hashed, groups))
+        return user_view(name), 201
+
+    def known_groups(groups: Any) -> list[str]:
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise ApiError(400, "groups must be a list of group names")
+        unknown = [g for g in groups if g not in config["groups"]]
+        if unknown:
+            raise ApiError(400, f"unknown groups: {', '.join(unknown)}")
+        return groups
+
+    @app.put("/api/v1/users/groups")
+    async def update_groups() -> Any:
+        identity = await request_identity()
+        require(identity, "UPDATE", "USER")
+        body = await json_body()
+        name, groups = str(body.get("username", "")), known_groups(body.get("groups"))
+        if name == identity.name and not authorizer.policy.is_admin(Identity(name, tuple(groups))) \
+                and authorizer.policy.is_admin(identity):
+            raise ApiError(400, "you cannot remove your own last administrator group")
+        await authorizer.users.change(lambda users: set_groups(users, name, groups))
+        return user_view(name)
+
+    @app.delete("/api/v1/users/<name>")
+    async def remove_user(name: str) -> Any:
+        identity = await request_identity()
+        require(identity, "DELETE", "USER")
+        if name == identity.name:
+            raise ApiError(400, "you cannot delete yourself")
+        await authorizer.users.change(lambda users: delete_user(users, name))
+        return {"deleted": name}
+
+    @app.put("/api/v1/users/<name>/password")
+    async def change_password(name: str) -> Any:
+        identity = await authenticated()
+        body = await json_body()
+        if name == "me":
+            name = identity.name
+        if name == identity.name:
+            if await authorizer.users.verify(name, str(body.get("current_password", ""))) is None:
+                raise ApiError(403, "current password is wrong")
+        else:
+            require(identity, "UPDATE", "USER")
+        check_password_policy(body.get("new_password"), config)
+        hashed = await trio.to_thread.run_sync(hash_password, body["new_password"], config["auth"]["bcrypt_rounds"])
+        await authorizer.users.change(lambda users: set_password(users, name, hashed))
+        return {"updated": name}
+
+    # -- /api/v1/roles and /api/v1/groups ----------------------------------------------------
+
+    @app.get("/api/v1/roles")
+    async def list_roles() -> Any:
+        require(await request_identity(), "VIEW", "GROUP")
+        return config["roles"]
+
+    @app.get("/api/v1/groups")
+    async def list_groups() -> Any:
+        require(await request_identity(), "VIEW", "GROUP")
+        return config["groups"]
+
+    @app.get("/api/v1/roles/<name>")
+    async def get_role(name: str) -> Any:
+        require(await request_identity(), "VIEW", "GROUP")
+        if name not in config["roles"]:
+            raise ApiError(404, f"no such role {name}")
+        return config["roles"][name]
+
+    @app.get("/api/v1/groups/<name>")
+    async def get_group(name: str) -> Any:
+        require(await request_identity(), "VIEW", "GROUP")
+        if name not in config["groups"]:
+            raise ApiError(404, f"no such group {name}")
+        return config["groups"][name]
+
+    async def edit_rbac(table: str, name: str, value: dict | None) -> Any:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+            raise ApiError(400, "names are 1-64 characters of a-z, 0-9, '_' and '-'")
+        try:
+            await trio.to_thread.run_sync(rbac_file.update, table, name, value)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
+        authorizer.reload_policy()
+        return config[table].get(name, {"deleted": name})
+
+    @app.put("/api/v1/roles/<name>")
+    async def put_role(name: str) -> Any:
+        require(await request_identity(), "ADMIN", "SYSTEM")
+        body = await json_body()
+        return await edit_rbac("roles", name, {k: body[k] for k in ("description", "permissions") if k in body})
+
+    @app.delete("/api/v1/roles/<name>")
+    async def delete_role(name: str) -> Any:
+        require(await request_identity(), "ADMIN", "SYSTEM")
+        return await edit_rbac("roles", name, None)
+
+    @app.put("/api/v1/groups/<name>")
+    async def put_group(name: str) -> Any:
+        require(await request_identity(), "UPDATE", "GROUP")
+        body = await json_body()
+        return await edit_rbac("groups", name, {k: body[k] for k in ("description", "roles") if k in body})
+
+    @app.delete("/api/v1/groups/<name>")
+    async def delete_group(name: str) -> Any:
+        require(await request_identity(), "DELETE", "GROUP")
+        return await edit_rbac("groups", name, None)
+
+    # -- web UI -------------------------------------------------------------------------------
+
     @app.get("/")
     @app.get("/<path:path>")
     async def ui(path: str = "index.html") -> Any:
+        if path.startswith(("api/", "auth/")):
+            raise ApiError(404, "no such endpoint")
         if ui_dir is None:
             return Response("DistroFace registry", mimetype="text/plain")
         target = (ui_dir / path).resolve()
         if not target.is_relative_to(ui_dir.resolve()) or not target.is_file():
             target = ui_dir / "index.html"
-        from quart import send_file
         return await send_file(target)
 
     @app.after_request
     async def log_request(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.path.startswith(("/api/", "/auth/")):
+            response.headers["Cache-Control"] = "no-store"
         if config["server"]["access_log"]:
-            write_access_log(quart_request.scope, quart_request.method, quart_request.path,
-                             response.status_code, response.content_length or 0, 0.0, None)
+            write_access_log(request.scope, request.method, request.path, response.status_code,
+                             response.content_length or 0, 0.0, request.scope.get("state", {}).get("user"))
         return response
 
     return app
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class RbacFile:
+    """Roles and groups edited through the API are written back to the TOML
+    file with tomli-w, keeping the previous file as <file>.bak."""
+
+    def __init__(self, live: LiveConfig):
+        self.live = live
+        self.config = live.values
+
+    @property
+    def path(self) -> Path:
+        return self.live.path
+
+    def update(self, table: str, name: str, value: dict | None) -> None:
+        import shutil
+        import tomli_w
+        raw = tomllib.loads(self.path.read_text()) if self.path.exists() else {}
+        entries = raw.setdefault(table, {})
+        if value is None:
+            if name not in self.config[table]:
+                raise ConfigError(f"no such {table[:-1]} {name}")
+            if name in DEFAULT_ROLES or name in DEFAULT_GROUPS:
+                entries[name] = {"roles": []} if table == "groups" else {"permissions": []}
+            else:
+                entries.pop(name, None)
+        else:
+            entries[name] = {**entries.get(name, {}), **value}
+        text = tomli_w.dumps(raw)
+        merged = merge_config(DEFAULT_CONFIG, tomllib.loads(text))
+        validate_rbac_tables(merge_rbac_defaults(merged["roles"], DEFAULT_ROLES),
+                             merge_rbac_defaults(merged["groups"], DEFAULT_GROUPS))
+        if self.path.exists():
+            shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
+        write_private(self.path, text.encode())
+        self.live.reload()
 
 
 # ============================================================================
@@ -1525,6 +2421,16 @@ async def upload_janitor(registry: Registry) -> None:
         except OSError as exc:
             log.warning("upload janitor: %s", exc)
         await trio.sleep(max(settings["upload_purge_interval"], 1))
+
+
+async def watch_files(live: LiveConfig, authorizer: Authorizer, interval: float = 1.0) -> None:
+    """Pick up edits to the configuration and to users.json made outside the server."""
+    while True:
+        await trio.sleep(interval)
+        if await trio.to_thread.run_sync(live.reload_if_changed):
+            authorizer.reload_policy()
+        if await trio.to_thread.run_sync(authorizer.users.load):
+            authorizer.basic_cache.clear()
 
 
 # ============================================================================
@@ -1562,21 +2468,26 @@ class DataDirLock:
 
 @dataclasses.dataclass
 class App:
-    config: dict
+    live: LiveConfig
     store: FileStore
     registry: Registry
     authorizer: Authorizer
     asgi: DistroFaceASGI
 
+    @property
+    def config(self) -> dict:
+        return self.live.values
 
-def create_app(config: dict) -> App:
+
+def create_app(live: LiveConfig) -> App:
+    config = live.values
     data_dir = Path(config["server"]["data_dir"])
     store = FileStore(data_dir)
     registry = Registry(store, config)
-    authorizer = Authorizer(config)
+    authorizer = Authorizer(config, data_dir)
     api = RegistryAPI(registry, authorizer, config)
-    web = create_web_app(config, registry, authorizer)
-    return App(config, store, registry, authorizer, DistroFaceASGI(api, web, config))
+    web = create_web_app(config, registry, authorizer, RbacFile(live))
+    return App(live, store, registry, authorizer, DistroFaceASGI(api, web, config))
 
 
 def hypercorn_config(config: dict) -> Any:
@@ -1605,8 +2516,10 @@ async def wait_for_shutdown_signal() -> None:
 async def serve(app: App) -> None:
     from hypercorn.trio import serve as hypercorn_serve
     await app.registry.open()
+    await trio.to_thread.run_sync(app.authorizer.open)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(upload_janitor, app.registry)
+        nursery.start_soon(watch_files, app.live, app.authorizer)
         await hypercorn_serve(app.asgi, hypercorn_config(app.config),
                               shutdown_trigger=wait_for_shutdown_signal)
         nursery.cancel_scope.cancel()
@@ -1619,35 +2532,75 @@ def setup_logging() -> None:
 
 def cli_overrides(args: argparse.Namespace) -> dict:
     server = {}
-    if args.listen:
+    if getattr(args, "listen", None):
         server["listen"] = args.listen
-    if args.data:
+    if getattr(args, "data", None):
         server["data_dir"] = args.data
     return {"server": server} if server else {}
 
 
-def config_path(args: argparse.Namespace) -> Path | None:
-    path = args.config or os.environ.get("DISTROFACE_CONFIG")
-    return Path(path) if path else None
+def live_config(args: argparse.Namespace) -> LiveConfig:
+    path = getattr(args, "config", None) or os.environ.get("DISTROFACE_CONFIG")
+    try:
+        return LiveConfig(Path(path) if path else None, cli_overrides(args))
+    except ConfigError as exc:
+        raise SystemExit(f"distroface: invalid configuration: {exc}") from None
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    path = config_path(args)
-    try:
-        config = load_config(path, cli=cli_overrides(args))
-    except ConfigError as exc:
-        print(f"distroface: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    data_dir = Path(config["server"]["data_dir"])
+    live = live_config(args)
+    data_dir = Path(live.values["server"]["data_dir"])
     lock = DataDirLock(data_dir)
     lock.acquire()
     try:
-        app = create_app(config)
-        log.info("DistroFace %s serving on %s with data in %s", __version__,
-                 config["server"]["listen"], data_dir.resolve())
+        app = create_app(live)
+        log.info("DistroFace %s serving on %s with data in %s (configuration %s)", __version__,
+                 live.values["server"]["listen"], data_dir.resolve(), live.path)
         trio.run(serve, app)
     finally:
         lock.release()
+    return 0
+
+
+def read_new_password(args: argparse.Namespace, config: dict) -> str:
+    import getpass
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if password != getpass.getpass("Repeat it: "):
+            raise UserError("the passwords differ")
+    check_password_policy(password, config)
+    return password
+
+
+def command_user(args: argparse.Namespace) -> int:
+    """Edit users.json directly; a running server picks the change up."""
+    config = live_config(args).values
+    users = UserFile(Path(config["server"]["data_dir"]))
+    rounds = config["auth"]["bcrypt_rounds"]
+    groups = [g for g in (getattr(args, "groups", None) or "").split(",") if g]
+    unknown = [g for g in groups if g not in config["groups"]]
+    try:
+        if unknown:
+            raise UserError(f"unknown groups: {', '.join(unknown)}")
+        if args.action == "list":
+            for name, record in sorted(users.read().items()):
+                print(f"{name}\t{','.join(record.get('groups', []))}")
+        elif args.action == "add":
+            check_username(args.name)
+            hashed = hash_password(read_new_password(args, config), rounds)
+            users.modify(lambda u: add_user(u, args.name, hashed, groups))
+        elif args.action == "passwd":
+            hashed = hash_password(read_new_password(args, config), rounds)
+            users.modify(lambda u: set_password(u, args.name, hashed))
+        elif args.action == "del":
+            users.modify(lambda u: delete_user(u, args.name))
+        elif args.action == "groups":
+            users.modify(lambda u: set_groups(u, args.name, groups))
+    except UserError as exc:
+        print(f"distroface: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -1665,6 +2618,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="run the registry (the default)")
     common(serve_parser, argparse.SUPPRESS)
     serve_parser.set_defaults(func=command_serve)
+
+    user_parser = commands.add_parser("user", help="manage users (works while the server runs)")
+    common(user_parser, argparse.SUPPRESS)
+    user_actions = user_parser.add_subparsers(dest="action", required=True)
+    user_actions.add_parser("list", help="list users and their groups")
+    for action, text in (("add", "add a user"), ("passwd", "set a user's password"),
+                         ("del", "delete a user"), ("groups", "set a user's groups")):
+        sub = user_actions.add_parser(action, help=text)
+        sub.add_argument("name")
+        if action in ("add", "groups"):
+            sub.add_argument("--groups", "-g", default="", help="comma-separated group names")
+        if action in ("add", "passwd"):
+            sub.add_argument("--password-stdin", action="store_true",
+                             help="read the password from standard input")
+    user_parser.set_defaults(func=command_user)
     return parser
 
 
