@@ -581,8 +581,8 @@ def parse_manifest(body: bytes, content_type: str, digest: str) -> tuple[Manifes
     """Validate a manifest; return its info, the blobs and the child manifests it needs."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(document, dict):
         raise RegistryError("MANIFEST_INVALID", "manifest must be a JSON object")
     media_type = manifest_media_type(document, content_type)
