@@ -335,6 +335,11 @@ class FileStore:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
+    def _read_span(self, key: str, start: int, end: int) -> bytes:
+        with open(self.path(key), "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
     def _read_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         found = {}
         for key in keys:
@@ -407,6 +412,9 @@ class FileStore:
     async def read_range(self, key: str, start: int, end: int,
                          chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Yield bytes [start, end) of a key in chunks."""
+        if end - start <= chunk_size:
+            yield await trio.to_thread.run_sync(self._read_span, key, start, end)
+            return
         f = await trio.to_thread.run_sync(open, self.path(key), "rb")
         try:
             await trio.to_thread.run_sync(f.seek, start)
@@ -1804,10 +1812,10 @@ class RegistryAPI:
 
     @v2_route("GET", r"/v2/_catalog")
     async def catalog(self, request: HttpRequest) -> Reply:
-        await self.authorize(request, None, "catalog")
+        identity = await self.authorize(request, None, "catalog")
         n, last = request.arg("n"), request.arg("last")
         names = [name for name in self.registry.list_repositories()
-                 if await self.authorizer.may(request, name, "pull")]
+                 if self.authorizer.policy.allows(identity, "PULL", "IMAGE", name)]
         items, more = page(names, n, last)
         headers = {"Link": next_link("/v2/_catalog", n, items[-1])} if more else {}
         return json_reply(200, {"repositories": items}, headers)
