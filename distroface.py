@@ -1601,6 +1601,9 @@ class Authorizer:
         raise RegistryError("DENIED", "requested access to the resource is denied", 403,
                             detail={"repository": repository, "action": action})
 
+    def may_pull(self, identity: Identity, repository: str) -> bool:
+        return not self.config["auth"]["enabled"] or self.policy.allows(identity, "PULL", "IMAGE", repository)
+
     async def may(self, request: "HttpRequest", repository: str, action: str) -> bool:
         try:
             await self.authorize(request, repository, action)
@@ -1815,7 +1818,7 @@ class RegistryAPI:
         identity = await self.authorize(request, None, "catalog")
         n, last = request.arg("n"), request.arg("last")
         names = [name for name in self.registry.list_repositories()
-                 if self.authorizer.policy.allows(identity, "PULL", "IMAGE", name)]
+                 if self.authorizer.may_pull(identity, name)]
         items, more = page(names, n, last)
         headers = {"Link": next_link("/v2/_catalog", n, items[-1])} if more else {}
         return json_reply(200, {"repositories": items}, headers)
