@@ -51,6 +51,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v1+prettyjws")
+GENERIC_CONTENT_TYPES = ("application/json", "application/octet-stream", "text/plain")
 IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = IMAGE_MANIFEST_TYPES + INDEX_TYPES
@@ -564,6 +565,8 @@ def check_descriptor(value: Any, where: str) -> dict:
 
 def manifest_media_type(document: dict, content_type: str) -> str:
     """The manifest's own mediaType, checked against the request's Content-Type."""
+    if content_type in GENERIC_CONTENT_TYPES:
+        content_type = ""
     declared = document.get("mediaType")
     if document.get("schemaVersion") == 1 or declared in DOCKER_SCHEMA1 or content_type in DOCKER_SCHEMA1:
         raise RegistryError("MANIFEST_INVALID",
