@@ -944,7 +944,7 @@ class Registry:
                            extra_tags: list[str]) -> PutManifestResult:
         limit = self.settings["max_manifest_size"]
         if limit and len(body) > limit:
-            raise RegistryError("MANIFEST_INVALID", f"manifest exceeds the {limit} byte limit", 413)
+            raise RegistryError("SIZE_INVALID", f"manifest exceeds the {limit} byte limit", 413)
         if is_digest(reference):
             algorithm, _ = parse_digest(reference)
             digest = digest_of(body, algorithm)
@@ -1685,7 +1685,7 @@ class HttpRequest:
         async for chunk in self.stream():
             data += chunk
             if limit and len(data) > limit:
-                raise RegistryError("MANIFEST_INVALID", f"request body exceeds the {limit} byte limit", 413)
+                raise RegistryError("SIZE_INVALID", f"request body exceeds the {limit} byte limit", 413)
         return bytes(data)
 
     @property
@@ -1940,7 +1940,7 @@ class RegistryAPI:
         limit = self.config["registry"]["max_manifest_size"]
         length = request.content_length()
         if limit and length is not None and length > limit:
-            raise RegistryError("MANIFEST_INVALID", f"manifest exceeds the {limit} byte limit", 413)
+            raise RegistryError("SIZE_INVALID", f"manifest exceeds the {limit} byte limit", 413)
         body = await request.read(limit)
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         result = await self.registry.put_manifest(name, reference, body, content_type, tags)
@@ -1972,7 +1972,7 @@ class RegistryAPI:
     async def list_referrers(self, request: HttpRequest, name: str, digest: str) -> Reply:
         await self.authorize(request, name, "pull")
         parse_digest(digest)
-        artifact_type = request.arg("artifactType")
+        artifact_type = request.arg("artifactType") or None
         descriptors = await self.registry.referrers(name, digest, artifact_type)
         headers = {"Content-Type": OCI_INDEX}
         if artifact_type is not None:
