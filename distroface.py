@@ -298,8 +298,11 @@ class LiveConfig:
 class FileStore:
     """Keys are relative '/'-separated paths under a root directory.
 
-    Every write is atomic (temporary file, fsync, os.replace), so a crash
-    leaves each key either old or new.  All disk work runs in worker threads.
+    Every write is atomic (temporary file, os.replace), so a crash leaves
+    each key either old or new.  Content is fsynced before it is renamed into
+    place; small facts are not, and each change ends with one commit(): an
+    fsync of a directory, which on a journaling file system makes every rename
+    before it durable too.  All disk work runs in worker threads.
     """
 
     def __init__(self, root: Path):
@@ -311,16 +314,20 @@ class FileStore:
 
     # -- synchronous primitives, run in threads --------------------------------
 
-    def _write_atomic(self, key: str, data: bytes) -> None:
+    def _write_atomic(self, key: str, data: bytes, durable: bool = False) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
         with open(temp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temp, target)
-        self._fsync_dir(target.parent)
+
+    def _commit(self, key: str) -> None:
+        """Make the changes so far durable (see the class docstring)."""
+        self._fsync_dir(self.path(key).parent)
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:
@@ -378,7 +385,6 @@ class FileStore:
         target = self.path(dst)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path(src), target)
-        self._fsync_dir(target.parent)
 
     # -- async interface ---------------------------------------------------------
 
@@ -389,7 +395,11 @@ class FileStore:
         return await trio.to_thread.run_sync(self._read_many, list(keys))
 
     async def put(self, key: str, data: bytes) -> None:
-        await trio.to_thread.run_sync(self._write_atomic, key, data)
+        """Write a fact and commit it."""
+        def write_and_commit() -> None:
+            self._write_atomic(key, data)
+            self._commit(key)
+        await trio.to_thread.run_sync(write_and_commit)
 
     async def stat(self, key: str) -> int | None:
         return await trio.to_thread.run_sync(self._size, key)
@@ -398,7 +408,13 @@ class FileStore:
         return await trio.to_thread.run_sync(self._list, prefix)
 
     async def delete(self, key: str) -> bool:
-        return await trio.to_thread.run_sync(self._delete, key)
+        """Delete a fact and commit the deletion."""
+        def delete_and_commit() -> bool:
+            deleted = self._delete(key)
+            if deleted:
+                self._commit(key)
+            return deleted
+        return await trio.to_thread.run_sync(delete_and_commit)
 
     async def delete_tree(self, prefix: str) -> None:
         await trio.to_thread.run_sync(self._delete_tree, prefix)
@@ -411,7 +427,7 @@ class FileStore:
         return await trio.to_thread.run_sync(fn, *args)
 
     async def read_range(self, key: str, start: int, end: int,
-                         chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+                         chunk_size: int = 4 << 20) -> AsyncIterator[bytes]:
         """Yield bytes [start, end) of a key in chunks."""
         if end - start <= chunk_size:
             yield await trio.to_thread.run_sync(self._read_span, key, start, end)
@@ -492,6 +508,7 @@ class Upload:
     offset: int
     started: float
     hasher: Any = None
+    resumable: bool = True
     lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
 
     @property
@@ -711,8 +728,10 @@ class Registry:
         return self.store.read_range(blob_key(digest), start, end)
 
     async def link_blob(self, repo: str, digest: str) -> None:
-        link = json.dumps({"digest": digest, "linked": now_iso()}).encode()
-        await self.store.put(repo_key(repo, "_links", digest), link)
+        await self.store.put(repo_key(repo, "_links", digest), digest.encode())
+        self.note_link(repo, digest)
+
+    def note_link(self, repo: str, digest: str) -> None:
         self.links.put((repo, digest), True)
         self.repositories.add(repo)
 
@@ -738,17 +757,18 @@ class Registry:
 
     # -- uploads -----------------------------------------------------------------
 
-    async def start_upload(self, repo: str, algorithm: str = "sha256") -> Upload:
+    async def start_upload(self, repo: str, algorithm: str = "sha256", resumable: bool = True) -> Upload:
         if algorithm not in DIGEST_ALGORITHMS:
             raise RegistryError("DIGEST_INVALID", f"unsupported digest algorithm {algorithm[:50]}",
                                 detail={"supported": list(DIGEST_ALGORITHMS)})
         upload = Upload(id=str(uuid.uuid4()), repo=repo, algorithm=algorithm, offset=0,
-                        started=time.time(), hasher=hashlib.new(algorithm))
+                        started=time.time(), hasher=hashlib.new(algorithm), resumable=resumable)
 
         def create() -> None:
             self.store.path(f"uploads/{upload.id}").mkdir(parents=True)
             self.store.path(upload.data_key).touch()
-            self.store._write_atomic(upload.state_key, upload.state())
+            if resumable:
+                self.store._write_atomic(upload.state_key, upload.state())
 
         await self.store.run(create)
         self.uploads[upload.id] = upload
@@ -768,12 +788,12 @@ class Registry:
     def _resume_upload(self, upload_id: str) -> Upload | None:
         """Reload an upload after a restart: trust only the offset that was
         recorded after its last fsync, and rebuild the running hash."""
-        raw = self.store._read(f"uploads/{upload_id}/state.json")
-        if raw is None:
+        try:
+            state = json.loads(self.store._read(f"uploads/{upload_id}/state.json") or b"")
+            upload = Upload(id=upload_id, repo=state["repo"], algorithm=state["algorithm"],
+                            offset=state["offset"], started=state["started"])
+        except (ValueError, KeyError, TypeError):
             return None
-        state = json.loads(raw)
-        upload = Upload(id=upload_id, repo=state["repo"], algorithm=state["algorithm"],
-                        offset=state["offset"], started=state["started"])
         path = self.store.path(upload.data_key)
         with open(path, "r+b") as f:
             f.truncate(upload.offset)
@@ -819,7 +839,8 @@ class Registry:
             raise
         upload.offset += received
         upload.hasher = hasher
-        await self.store.put(upload.state_key, upload.state())
+        if upload.resumable:
+            await self.store.run(self.store._write_atomic, upload.state_key, upload.state())
 
     def _truncate(self, key: str, size: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -835,19 +856,24 @@ class Registry:
         if actual != encoded:
             raise RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content",
                                 detail={"expected": digest, "actual": f"{algorithm}:{actual}"})
-        await self.store.run(self._commit_blob, upload, digest)
         self.uploads.pop(upload.id, None)
         async with self.repo_locks[upload.repo]:
-            await self.link_blob(upload.repo, digest)
+            await self.store.run(self._commit_blob, upload, digest)
+            self.note_link(upload.repo, digest)
         return digest
 
     def _commit_blob(self, upload: Upload, digest: str) -> None:
+        """The upload's bytes were fsynced as they arrived: rename them into
+        the blob store, link them to the repository, commit both at once."""
         key = blob_key(digest)
         if self.store._size(key) is None:
-            with open(self.store.path(upload.data_key), "rb") as f:
-                os.fsync(f.fileno())
             self.store._rename(upload.data_key, key)
+        self._write_link(upload.repo, digest)
+        self.store._commit(repo_key(upload.repo, "_links", digest))
         self.store._delete_tree(f"uploads/{upload.id}")
+
+    def _write_link(self, repo: str, digest: str) -> None:
+        self.store._write_atomic(repo_key(repo, "_links", digest), digest.encode())
 
     async def cancel_upload(self, upload: Upload) -> None:
         self.uploads.pop(upload.id, None)
@@ -856,7 +882,7 @@ class Registry:
     async def put_blob(self, repo: str, digest: str, chunks: AsyncIterator[bytes],
                        length: int | None) -> str:
         algorithm, _ = parse_digest(digest)
-        upload = await self.start_upload(repo, algorithm)
+        upload = await self.start_upload(repo, algorithm, resumable=False)
         try:
             await self.append_upload(upload, chunks, length=length)
             return await self.commit_upload(upload, digest)
@@ -896,9 +922,10 @@ class Registry:
         info = self.manifests.get((repo, digest))
         if info is None:
             raw = await self.store.get(repo_key(repo, "_manifests", digest))
-            if raw is None:
+            try:
+                info = ManifestInfo.from_json(raw)
+            except (TypeError, ValueError):
                 return None
-            info = ManifestInfo.from_json(raw)
             self.manifests.put((repo, digest), info)
         return info
 
@@ -986,9 +1013,8 @@ class Registry:
         """Content first, then the facts that point at it: a crash leaves
         no tag on a manifest whose bytes are not durable."""
         if self.store._size(blob_key(info.digest)) != len(body):
-            self.store._write_atomic(blob_key(info.digest), body)
-        self.store._write_atomic(repo_key(repo, "_links", info.digest),
-                                 json.dumps({"digest": info.digest, "linked": info.created}).encode())
+            self.store._write_atomic(blob_key(info.digest), body, durable=True)
+        self._write_link(repo, info.digest)
         self.store._write_atomic(repo_key(repo, "_manifests", info.digest), info.to_json())
         if info.subject and self.settings["referrers_enabled"]:
             self.store._write_atomic(referrer_key(repo, info.subject, info.digest),
@@ -996,6 +1022,7 @@ class Registry:
         for tag in tags:
             self.store._write_atomic(tag_key(repo, tag),
                                      json.dumps({"digest": info.digest, "pushed": info.created}).encode())
+        self.store._commit(repo_key(repo, "_manifests", info.digest))
 
     async def delete_manifest(self, repo: str, reference: str) -> None:
         self.require_delete_enabled()
@@ -1019,6 +1046,7 @@ class Registry:
             self.store._delete(referrer_key(repo, info.subject, info.digest))
         self.store._delete(repo_key(repo, "_manifests", info.digest))
         self.store._delete(repo_key(repo, "_links", info.digest))
+        self.store._commit(repo_key(repo, "_links", info.digest))
 
     async def delete_tag(self, repo: str, tag: str) -> None:
         validate_tag(tag)
@@ -1045,7 +1073,11 @@ class Registry:
 
         def read_all() -> list[dict]:
             raws = self.store._read_many(f"{prefix}/{n}" for n in self.store._list(prefix))
-            return [json.loads(raw) for _, raw in sorted(raws.items())]
+            found = []
+            for _, raw in sorted(raws.items()):
+                with contextlib.suppress(ValueError):
+                    found.append(json.loads(raw))
+            return found
 
         descriptors = await self.store.run(read_all)
         if artifact_type is not None:
