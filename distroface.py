@@ -450,23 +450,25 @@ class FileStore:
         """Append a stream to a key, calling consume(block) beside each write
         in the same worker thread; fsyncs at the end.  Returns bytes written."""
         f = await trio.to_thread.run_sync(open, self.path(key), "ab")
-        written = 0
-        buffer = bytearray()
+        written = pending_size = 0
+        pending: list[bytes] = []
 
-        def flush(data: bytes) -> None:
-            consume(data)
-            f.write(data)
+        def flush(batch: list[bytes]) -> None:
+            for piece in batch:
+                consume(piece)
+                f.write(piece)
 
         try:
             async for chunk in chunks:
-                buffer += chunk
-                if len(buffer) >= block:
-                    data, buffer = bytes(buffer), bytearray()
-                    await trio.to_thread.run_sync(flush, data)
-                    written += len(data)
-            if buffer:
-                await trio.to_thread.run_sync(flush, bytes(buffer))
-                written += len(buffer)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= block:
+                    await trio.to_thread.run_sync(flush, pending)
+                    written += pending_size
+                    pending, pending_size = [], 0
+            if pending:
+                await trio.to_thread.run_sync(flush, pending)
+                written += pending_size
             await trio.to_thread.run_sync(lambda: (f.flush(), os.fsync(f.fileno())))
         finally:
             await trio.to_thread.run_sync(f.close)
@@ -1524,8 +1526,13 @@ class Authorizer:
 
     # -- credentials ---------------------------------------------------------------
 
-    async def login(self, username: str, password: str, address: str) -> Identity:
-        """Check a password, throttling repeated failures.  Raises Throttled or returns None."""
+    async def login(self, username: str, password: str, address: str) -> Identity | None:
+        """Check a password, throttling repeated failures (raises Throttled).
+        A password verified within basic_cache_seconds skips bcrypt."""
+        cache_key = (username, hashlib.sha256(password.encode()).hexdigest())
+        cached = self.basic_cache.get(cache_key)
+        if cached and cached[0] > time.monotonic() and cached[1] == self.users.token_version(username):
+            return self.users.identity(username)
         retry = self.throttle.retry_after(address, username)
         if retry:
             raise Throttled(retry)
@@ -1533,6 +1540,10 @@ class Authorizer:
         if identity is None:
             self.throttle.failed(address, username)
             log.warning("failed login for %r from %s", username[:64], address)
+            return None
+        expires = time.monotonic() + self.config["auth"]["basic_cache_seconds"]
+        self.basic_cache = {k: v for k, v in self.basic_cache.items() if v[0] > time.monotonic()}
+        self.basic_cache[cache_key] = (expires, self.users.token_version(username))
         return identity
 
     async def basic_identity(self, header: str, address: str) -> Identity | None:
@@ -1540,15 +1551,7 @@ class Authorizer:
             username, _, password = base64.b64decode(header, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return None
-        cache_key = (username, hashlib.sha256(password.encode()).hexdigest())
-        cached = self.basic_cache.get(cache_key)
-        if cached and cached[0] > time.monotonic() and cached[1] == self.users.token_version(username):
-            return self.users.identity(username)
-        identity = await self.login(username, password, address)
-        if identity is not None:
-            expires = time.monotonic() + self.config["auth"]["basic_cache_seconds"]
-            self.basic_cache[cache_key] = (expires, self.users.token_version(username))
-        return identity
+        return await self.login(username, password, address)
 
     def bearer_identity(self, token: str) -> Identity:
         claims = self.tokens.verify(token)
@@ -2026,14 +2029,30 @@ async def send_reply(send: Callable, reply: Reply, head_only: bool) -> int:
     if head_only or isinstance(body, bytes):
         await send({"type": "http.response.body", "body": b"" if head_only else body})
         return 0 if head_only else len(body)
-    sent = 0
-    try:
-        async for chunk in body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sent += len(chunk)
-    finally:
-        await body.aclose()
+    sent = await send_streamed(send, body)
     await send({"type": "http.response.body", "body": b""})
+    return sent
+
+
+async def send_streamed(send: Callable, body: AsyncIterator[bytes]) -> int:
+    """Send a streamed body, reading the next chunk while the current one is sent."""
+    chunks_in, chunks_out = trio.open_memory_channel(0)
+
+    async def read_ahead() -> None:
+        async with chunks_in:
+            try:
+                async for chunk in body:
+                    await chunks_in.send(chunk)
+            finally:
+                await body.aclose()
+
+    sent = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_ahead)
+        async with chunks_out:
+            async for chunk in chunks_out:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
     return sent
 
 
