@@ -1298,7 +1298,7 @@ def check_password_policy(password: str, config: dict) -> None:
 
 def user_record(password_hash: str, groups: list[str], default_password: bool = False) -> dict:
     return {"password": password_hash, "groups": sorted(set(groups)), "created": now_iso(),
-            "token_version": 0, "default_password": default_password}
+            "id": secrets.token_hex(8), "token_version": 0, "default_password": default_password}
 
 
 class Users:
@@ -1336,9 +1336,13 @@ class Users:
         record = self.users.get(name)
         return Identity(name, tuple(record.get("groups", ()))) if record else None
 
-    def token_version(self, name: str) -> int | None:
+    def token_version(self, name: str) -> str | None:
+        """Changes when the password changes or the user is deleted and made
+        anew, revoking refresh tokens and cached passwords."""
         record = self.users.get(name)
-        return record.get("token_version", 0) if record else None
+        if not record:
+            return None
+        return f"{record.get('id', record.get('created'))}.{record.get('token_version', 0)}"
 
     async def verify(self, name: str, password: str) -> Identity | None:
         record = self.users.get(name)
@@ -1427,10 +1431,14 @@ class Scope:
 class TokenService:
     """Docker token authentication: JWTs with iss, sub, aud, exp, nbf, iat, jti, access."""
 
-    def __init__(self, key: SigningKey, config: dict):
+    def __init__(self, key: SigningKey, config: dict, revoked_path: Path):
         self.key = key
         self.config = config
-        self.revoked: dict[str, float] = {}
+        self.revoked_path = revoked_path
+        try:
+            self.revoked: dict[str, float] = json.loads(revoked_path.read_text())
+        except (FileNotFoundError, ValueError):
+            self.revoked = {}
 
     @property
     def auth(self) -> dict:
@@ -1464,15 +1472,17 @@ class TokenService:
             raise TokenError("token revoked")
         return claims
 
-    def issue_refresh(self, subject: str, version: int) -> str:
+    def issue_refresh(self, subject: str, version: str) -> str:
         token, _, _ = self.issue(subject, [], self.auth["refresh_token_lifetime"],
                                  {"purpose": "refresh", "ver": version})
         return token
 
     def revoke(self, claims: dict) -> None:
+        """Remember a logged-out refresh token until it would expire anyway."""
         now = time.time()
         self.revoked = {jti: exp for jti, exp in self.revoked.items() if exp > now}
         self.revoked[claims["jti"]] = claims["exp"]
+        write_private(self.revoked_path, json.dumps(self.revoked).encode())
 
 
 class LoginThrottle:
@@ -1524,7 +1534,8 @@ class Authorizer:
         self.users.ensure_admin()
         self.users.load()
         self.users.warn_default_password()
-        self.tokens = TokenService(SigningKey(self.key_dir), self.config)
+        self.tokens = TokenService(SigningKey(self.key_dir), self.config,
+                                   self.key_dir / "secret" / "revoked.json")
 
     def reload_policy(self) -> None:
         self.policy = Policy(self.config)
@@ -2135,7 +2146,7 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
     async def request_identity() -> Identity:
         headers = {"authorization": request.headers.get("Authorization", "")}
         identity = await authorizer.identify(headers, client_address())
-        request.scope.setdefault("state", {})["user"] = identity.name
+        note_user(identity)
         return identity
 
     def require(identity: Identity, action: str, resource: str) -> None:
@@ -2175,7 +2186,11 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
             raise ApiError(429, "too many failed logins", {"Retry-After": str(exc.retry_after)}) from None
         if identity is None:
             raise ApiError(401, "invalid username or password")
+        note_user(identity)
         return identity
+
+    def note_user(identity: Identity) -> None:
+        request.scope.setdefault("state", {})["user"] = identity.name
 
     def token_reply(identity: Identity, scopes: list[Scope], offline: bool) -> dict:
         access = authorizer.grant_scopes(identity, scopes)
@@ -2227,6 +2242,7 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
         identity = authorizer.users.identity(claims["sub"])
         if identity is None or claims.get("ver") != authorizer.users.token_version(claims["sub"]):
             raise ApiError(401, "refresh token revoked")
+        note_user(identity)
         return identity
 
     # -- /api/v1/auth -------------------------------------------------------------------
@@ -2266,7 +2282,8 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
     @app.post("/api/v1/auth/logout")
     async def api_logout() -> Any:
         with contextlib.suppress(TokenError):
-            authorizer.tokens.revoke(authorizer.tokens.verify(request.cookies.get(refresh_cookie, ""), "refresh"))
+            claims = authorizer.tokens.verify(request.cookies.get(refresh_cookie, ""), "refresh")
+            await trio.to_thread.run_sync(authorizer.tokens.revoke, claims)
         response = await app.make_response({"status": "logged out"})
         response.delete_cookie(refresh_cookie, path="/api/v1/auth")
         return response
@@ -2422,14 +2439,20 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
             target = ui_dir / "index.html"
         return await send_file(target)
 
+    @app.before_request
+    async def start_clock() -> None:
+        request.scope.setdefault("state", {})["started"] = time.perf_counter()
+
     @app.after_request
     async def log_request(response: Any) -> Any:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if request.path.startswith(("/api/", "/auth/")):
             response.headers["Cache-Control"] = "no-store"
         if config["server"]["access_log"]:
+            state = request.scope.get("state", {})
             write_access_log(request.scope, request.method, request.path, response.status_code,
-                             response.content_length or 0, 0.0, request.scope.get("state", {}).get("user"))
+                             response.content_length or 0, time.perf_counter() - state.get("started", time.perf_counter()),
+                             state.get("user"))
         return response
 
     return app
@@ -2456,7 +2479,10 @@ class RbacFile:
     def update(self, table: str, name: str, value: dict | None) -> None:
         import shutil
         import tomli_w
-        raw = tomllib.loads(self.path.read_text()) if self.path.exists() else {}
+        try:
+            raw = tomllib.loads(self.path.read_text()) if self.path.exists() else {}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.path} does not parse ({exc}); fix the file first") from None
         entries = raw.setdefault(table, {})
         if value is None:
             if name not in self.config[table]:
@@ -2696,10 +2722,11 @@ def build_parser() -> argparse.ArgumentParser:
     user_parser = commands.add_parser("user", help="manage users (works while the server runs)")
     common(user_parser, argparse.SUPPRESS)
     user_actions = user_parser.add_subparsers(dest="action", required=True)
-    user_actions.add_parser("list", help="list users and their groups")
+    common(user_actions.add_parser("list", help="list users and their groups"), argparse.SUPPRESS)
     for action, text in (("add", "add a user"), ("passwd", "set a user's password"),
                          ("del", "delete a user"), ("groups", "set a user's groups")):
         sub = user_actions.add_parser(action, help=text)
+        common(sub, argparse.SUPPRESS)
         sub.add_argument("name")
         if action in ("add", "groups"):
             sub.add_argument("--groups", "-g", default="", help="comma-separated group names")
