@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -2369,29 +2370,17 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
 
     # -- /api/v1/roles and /api/v1/groups ----------------------------------------------------
 
-    @app.get("/api/v1/roles")
-    async def list_roles() -> Any:
+    async def rbac_listing(table: str, name: str | None = None) -> Any:
         require(await request_identity(), "VIEW", "GROUP")
-        return config["roles"]
+        if name is None:
+            return config[table]
+        if name not in config[table]:
+            raise ApiError(404, f"no such {table[:-1]} {name}")
+        return config[table][name]
 
-    @app.get("/api/v1/groups")
-    async def list_groups() -> Any:
-        require(await request_identity(), "VIEW", "GROUP")
-        return config["groups"]
-
-    @app.get("/api/v1/roles/<name>")
-    async def get_role(name: str) -> Any:
-        require(await request_identity(), "VIEW", "GROUP")
-        if name not in config["roles"]:
-            raise ApiError(404, f"no such role {name}")
-        return config["roles"][name]
-
-    @app.get("/api/v1/groups/<name>")
-    async def get_group(name: str) -> Any:
-        require(await request_identity(), "VIEW", "GROUP")
-        if name not in config["groups"]:
-            raise ApiError(404, f"no such group {name}")
-        return config["groups"][name]
+    for table in ("roles", "groups"):
+        app.add_url_rule(f"/api/v1/{table}", f"list_{table}", functools.partial(rbac_listing, table))
+        app.add_url_rule(f"/api/v1/{table}/<name>", f"get_{table}", functools.partial(rbac_listing, table))
 
     async def edit_rbac(table: str, name: str, value: dict | None) -> Any:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
