@@ -1708,6 +1708,10 @@ class HttpRequest:
         self.headers = headers
         self.receive = receive
         self.user: str | None = None
+        self.body_read = not self.has_body()
+
+    def has_body(self) -> bool:
+        return "transfer-encoding" in self.headers or self.headers.get("content-length", "0") not in ("0", "")
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -1727,10 +1731,25 @@ class HttpRequest:
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
             body = message.get("body", b"")
+            if not message.get("more_body", False):
+                self.body_read = True
             if body:
                 yield body
-            if not message.get("more_body", False):
+            if self.body_read:
                 return
+
+    async def finish_body(self, reply: Reply, limit: int = 1 << 20) -> None:
+        """A reply sent before the request body was read: read a small body to
+        its end, so the connection can carry the next request; close it otherwise."""
+        if self.body_read:
+            return
+        length = self.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= limit:
+            with trio.move_on_after(5), contextlib.suppress(ClientDisconnected):
+                async for _ in self.stream():
+                    pass
+        if not self.body_read:
+            reply.headers["Connection"] = "close"
 
     async def read(self, limit: int) -> bytes:
         data = bytearray()
@@ -2102,6 +2121,7 @@ class DistroFaceASGI:
             error = RegistryError("UNKNOWN", "internal server error", 500)
             reply = Reply(500, {"Content-Type": "application/json"}, error.body())
         sent = 0
+        await request.finish_body(reply)
         try:
             sent = await send_reply(send, reply, request.method == "HEAD")
         finally:
@@ -2429,8 +2449,11 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
         return await send_file(target)
 
     @app.before_request
-    async def start_clock() -> None:
+    async def start_clock_and_read_body() -> None:
+        """Bodies here are small; reading each whole before its handler runs
+        keeps a refused request from leaving its body on the connection."""
         request.scope.setdefault("state", {})["started"] = time.perf_counter()
+        await request.get_data()
 
     @app.after_request
     async def log_request(response: Any) -> Any:
