@@ -1502,14 +1502,19 @@ class LoginThrottle:
 
     def retry_after(self, address: str, user: str) -> int:
         limit = self.config["auth"]["login_max_failures"]
-        for key in (f"ip:{address}", f"user:{user}"):
+        for key in (f"ip:{address}", f"user:{user[:64]}"):
+            if key not in self.failures:
+                continue
             failures = self._recent(key)
             if len(failures) >= limit:
                 return max(1, int(failures[0] + self.config["auth"]["login_window"] - time.monotonic()) + 1)
         return 0
 
     def failed(self, address: str, user: str) -> None:
-        for key in (f"ip:{address}", f"user:{user}"):
+        if len(self.failures) > 10000:
+            for key in [k for k in self.failures if not self._recent(k)]:
+                del self.failures[key]
+        for key in (f"ip:{address}", f"user:{user[:64]}"):
             self.failures[key].append(time.monotonic())
 
 
@@ -1570,8 +1575,8 @@ class Authorizer:
             return None
         return await self.login(username, password, address)
 
-    def bearer_identity(self, token: str) -> Identity:
-        claims = self.tokens.verify(token)
+    def bearer_identity(self, token: str, purpose: str = "access") -> Identity:
+        claims = self.tokens.verify(token, purpose)
         subject = claims["sub"] or None
         identity = self.users.identity(subject) if subject else ANONYMOUS
         if identity is None:
@@ -1581,13 +1586,15 @@ class Authorizer:
                            for action in entry.get("actions") or [])
         return dataclasses.replace(identity, token_access=access)
 
-    async def identify(self, headers: dict[str, str], address: str) -> Identity:
+    async def identify(self, headers: dict[str, str], address: str, token_purpose: str = "access") -> Identity:
+        """Who sent a request: registry tokens ('access') serve /v2 only,
+        web session tokens ('web') serve /api/v1 only."""
         header = headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
             try:
-                return self.bearer_identity(value.strip())
+                return self.bearer_identity(value.strip(), token_purpose)
             except TokenError as exc:
                 raise RegistryError("UNAUTHORIZED", f"invalid token: {exc}", 401) from None
         if scheme == "basic":
@@ -2166,9 +2173,22 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
 
     async def request_identity() -> Identity:
         headers = {"authorization": request.headers.get("Authorization", "")}
-        identity = await authorizer.identify(headers, client_address())
+        identity = await authorizer.identify(headers, client_address(), token_purpose="web")
         note_user(identity)
         return identity
+
+    def require_covers(caller: Identity, permissions: Iterable[Permission]) -> None:
+        """Nobody grants, or acts on an account holding, rights they lack themselves."""
+        if authorizer.policy.is_admin(caller):
+            return
+        if not set(permissions) <= set(authorizer.policy.permissions(caller)):
+            raise ApiError(403, "that involves permissions you do not hold")
+
+    def account_permissions(name: str, groups: Iterable[str] | None = None) -> list[Permission]:
+        identity = authorizer.users.identity(name) or Identity(name)
+        if groups is not None:
+            identity = Identity(name, tuple(groups))
+        return authorizer.policy.permissions(identity)
 
     def require(identity: Identity, action: str, resource: str) -> None:
         if not authorizer.policy.allows(identity, action, resource):
@@ -2278,7 +2298,7 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
         return response
 
     def session_body(identity: Identity) -> dict:
-        token, lifetime, _ = authorizer.tokens.issue(identity.name, [])
+        token, lifetime, _ = authorizer.tokens.issue(identity.name, [], extra={"purpose": "web"})
         return {"access_token": token, "expires_in": lifetime, "user": user_view(identity.name)}
 
     def user_view(name: str) -> dict:
@@ -2293,6 +2313,8 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
     async def api_login() -> Any:
         body = await json_body()
         identity = await password_login(str(body.get("username", "")), str(body.get("password", "")))
+        if not authorizer.policy.allows(identity, "LOGIN", "WEBUI"):
+            raise ApiError(403, "this account may not sign in to the web UI (LOGIN:WEBUI)")
         return with_refresh_cookie(await app.make_response(session_body(identity)), identity)
 
     @app.post("/api/v1/auth/refresh")
@@ -2334,10 +2356,12 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
 
     @app.post("/api/v1/users")
     async def create_user() -> Any:
-        require(await request_identity(), "CREATE", "USER")
+        identity = await request_identity()
+        require(identity, "CREATE", "USER")
         body = await json_body()
         name = check_username(str(body.get("username", "")))
         groups = known_groups(body.get("groups", []))
+        require_covers(identity, account_permissions(name, groups))
         check_password_policy(body.get("password"), config)
         hashed = await trio.to_thread.run_sync(hash_password, body["password"], config["auth"]["bcrypt_rounds"])
         await authorizer.users.change(lambda users: add_user(users, name, hashed, groups))
@@ -2357,6 +2381,7 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
         require(identity, "UPDATE", "USER")
         body = await json_body()
         name, groups = str(body.get("username", "")), known_groups(body.get("groups"))
+        require_covers(identity, account_permissions(name) + account_permissions(name, groups))
         if name == identity.name and not authorizer.policy.is_admin(Identity(name, tuple(groups))) \
                 and authorizer.policy.is_admin(identity):
             raise ApiError(400, "you cannot remove your own last administrator group")
@@ -2369,6 +2394,7 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
         require(identity, "DELETE", "USER")
         if name == identity.name:
             raise ApiError(400, "you cannot delete yourself")
+        require_covers(identity, account_permissions(name))
         await authorizer.users.change(lambda users: delete_user(users, name))
         return {"deleted": name}
 
@@ -2383,6 +2409,7 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
                 raise ApiError(403, "current password is wrong")
         else:
             require(identity, "UPDATE", "USER")
+            require_covers(identity, account_permissions(name))
         check_password_policy(body.get("new_password"), config)
         hashed = await trio.to_thread.run_sync(hash_password, body["new_password"], config["auth"]["bcrypt_rounds"])
         await authorizer.users.change(lambda users: set_password(users, name, hashed))
@@ -2423,15 +2450,25 @@ def create_web_app(config: dict, registry: Registry, authorizer: Authorizer,
         require(await request_identity(), "ADMIN", "SYSTEM")
         return await edit_rbac("roles", name, None)
 
+    def group_permissions(roles: Any) -> list[Permission]:
+        if not isinstance(roles, list):
+            return []
+        return [p for role in roles for p in authorizer.policy.roles.get(role, [])]
+
     @app.put("/api/v1/groups/<name>")
     async def put_group(name: str) -> Any:
-        require(await request_identity(), "UPDATE", "GROUP")
+        identity = await request_identity()
+        require(identity, "UPDATE", "GROUP")
         body = await json_body()
+        require_covers(identity, group_permissions(body.get("roles"))
+                       + group_permissions(config["groups"].get(name, {}).get("roles")))
         return await edit_rbac("groups", name, {k: body[k] for k in ("description", "roles") if k in body})
 
     @app.delete("/api/v1/groups/<name>")
     async def delete_group(name: str) -> Any:
-        require(await request_identity(), "DELETE", "GROUP")
+        identity = await request_identity()
+        require(identity, "DELETE", "GROUP")
+        require_covers(identity, group_permissions(config["groups"].get(name, {}).get("roles")))
         return await edit_rbac("groups", name, None)
 
     # -- web UI -------------------------------------------------------------------------------

@@ -241,12 +241,18 @@ def test_reader_and_developer_are_refused(reg, method, path, body):
 
 def test_a_role_with_user_rights_only(reg):
     add_user(reg, "dev", ["readers"])
+    add_user(reg, "peer", ["readers"])
     helper = basic(*add_user(reg, "helper", ["helpdesk"]))
     assert helper.get(f"{reg.url}/api/v1/users").status_code == 200
+    r = helper.put(f"{reg.url}/api/v1/users/groups", json={"username": "peer", "groups": ["helpdesk"]})
+    assert r.status_code == 403  # peer holds reader rights the helper lacks
+    add_user(reg, "trainee", [])
+    r = helper.put(f"{reg.url}/api/v1/users/groups", json={"username": "trainee", "groups": ["helpdesk"]})
+    assert r.status_code == 200
+    r = helper.put(f"{reg.url}/api/v1/users/trainee/password", json={"new_password": NEW_PASSWORD})
+    assert r.status_code == 200
     r = helper.put(f"{reg.url}/api/v1/users/groups", json={"username": "dev", "groups": ["developers"]})
-    assert r.status_code == 200
-    r = helper.put(f"{reg.url}/api/v1/users/dev/password", json={"new_password": NEW_PASSWORD})
-    assert r.status_code == 200
+    assert r.status_code == 403
     r = helper.post(f"{reg.url}/api/v1/users",
                     json={"username": "newbie", "password": PASSWORD, "groups": []})
     assert r.status_code == 403
@@ -315,3 +321,44 @@ def test_api_edit_while_the_file_on_disk_is_broken(reg):
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
     assert r.headers["Content-Type"].startswith("application/json")
     assert reg.config_path.read_text() == broken
+
+
+# -- no escalation -------------------------------------------------------------------------------
+
+def test_user_admin_cannot_reach_above_their_rights(reg):
+    helper = basic(*add_user(reg, "helper", ["helpdesk"]))
+    r = helper.put(f"{reg.url}/api/v1/users/groups", json={"username": "helper", "groups": ["admins"]})
+    assert r.status_code == 403
+    assert helper.put(f"{reg.url}/api/v1/users/admin/password",
+                      json={"new_password": NEW_PASSWORD}).status_code == 403
+    r = helper.put(f"{reg.url}/api/v1/users/groups", json={"username": "admin", "groups": []})
+    assert r.status_code == 403
+    assert users_of(reg)["helper"]["groups"] == ["helpdesk"]
+    assert users_of(reg)["admin"]["groups"] == ["admins"]
+    assert can_login(reg, *ADMIN)
+
+
+def test_group_editor_cannot_attach_the_administrator_role(make_registry):
+    reg = make_registry(USER_ADMIN + '\n[roles.group-admin]\npermissions = ["VIEW:GROUP", "UPDATE:GROUP"]\n'
+                        '[groups.groupies]\nroles = ["group-admin"]\n')
+    editor = basic(*add_user(reg, "editor", ["groupies"]))
+    r = editor.put(f"{reg.url}/api/v1/groups/groupies", json={"roles": ["group-admin", "administrator"]})
+    assert r.status_code == 403
+    assert "administrator" not in reg.config_path.read_text()
+
+
+def test_registry_token_is_not_a_web_session(reg):
+    from authhelpers import token
+    registry_token = token(reg, ADMIN, "repository:x/y:pull")
+    r = requests.get(f"{reg.url}/api/v1/users", headers={"Authorization": f"Bearer {registry_token}"})
+    assert r.status_code == 401
+    web_token = api_login(reg, *ADMIN).post(f"{reg.url}/api/v1/auth/refresh").json()["access_token"]
+    r = requests.get(f"{reg.url}/v2/", headers={"Authorization": f"Bearer {web_token}"})
+    assert r.status_code == 401
+
+
+def test_web_login_needs_login_webui(reg):
+    add_user(reg, "nobody", [])
+    r = requests.post(f"{reg.url}/api/v1/auth/login", json={"username": "nobody", "password": PASSWORD})
+    assert r.status_code == 403
+    assert "Set-Cookie" not in r.headers
