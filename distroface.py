@@ -308,7 +308,6 @@ class FileStore:
 
     def __init__(self, root: Path):
         self.root = root
-        self.tmp = root / "tmp"
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -395,9 +394,6 @@ class FileStore:
 
     async def get(self, key: str) -> bytes | None:
         return await trio.to_thread.run_sync(self._read, key)
-
-    async def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        return await trio.to_thread.run_sync(self._read_many, list(keys))
 
     async def put(self, key: str, data: bytes) -> None:
         """Write a fact and commit it."""
@@ -692,7 +688,7 @@ class Registry:
         return self.config["registry"]
 
     async def open(self) -> None:
-        for name in ("blobs", "uploads", "repos", "tmp"):
+        for name in ("blobs", "uploads", "repos"):
             self.store.path(name).mkdir(parents=True, exist_ok=True)
         self.repositories = set(await self.store.run(self._scan_repositories))
 
@@ -1778,7 +1774,6 @@ class Reply:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     body: bytes | AsyncIterator[bytes] = b""
     length: int | None = None
-    extra_headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 def json_reply(status: int, value: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -1837,8 +1832,8 @@ def page(items: list[str], n: str | None, last: str | None) -> tuple[list[str], 
     return items[:count], count > 0 and len(items) > count
 
 
-def next_link(path: str, n: str, last: str, extra: dict | None = None) -> str:
-    query = urllib.parse.urlencode({**(extra or {}), "n": n, "last": last})
+def next_link(path: str, n: str, last: str) -> str:
+    query = urllib.parse.urlencode({"n": n, "last": last})
     return f'<{path}?{query}>; rel="next"'
 
 
@@ -2064,7 +2059,6 @@ async def send_reply(send: Callable, reply: Reply, head_only: bool) -> int:
     body = reply.body
     length = reply.length if reply.length is not None else (len(body) if isinstance(body, bytes) else None)
     headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in reply.headers.items()]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.extra_headers]
     headers.append((API_VERSION_HEADER[0].encode(), API_VERSION_HEADER[1].encode()))
     if length is not None and reply.status not in (204, 304):
         headers.append((b"content-length", str(length).encode()))
