@@ -68,6 +68,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_NAME_LENGTH = 255
+SMALL_BLOB = 4 << 20
 DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
 HEX_RE = re.compile(r"[a-f0-9]+")
 
@@ -872,8 +873,7 @@ class Registry:
         if self.store._size(key) is None:
             self.store._fsync_file(upload.data_key)
             self.store._rename(upload.data_key, key)
-        self._write_link(upload.repo, digest)
-        self.store._commit(repo_key(upload.repo, "_links", digest))
+        self._link_and_commit(upload.repo, digest)
         self.store._delete_tree(f"uploads/{upload.id}")
 
     def _write_link(self, repo: str, digest: str) -> None:
@@ -886,6 +886,8 @@ class Registry:
     async def put_blob(self, repo: str, digest: str, chunks: AsyncIterator[bytes],
                        length: int | None) -> str:
         algorithm, _ = parse_digest(digest)
+        if length is not None and length <= SMALL_BLOB:
+            return await self.put_small_blob(repo, digest, chunks, length)
         upload = await self.start_upload(repo, algorithm, resumable=False)
         try:
             await self.append_upload(upload, chunks, length=length)
@@ -894,6 +896,40 @@ class Registry:
             with trio.CancelScope(shield=True):
                 await self.cancel_upload(upload)
             raise
+
+    async def put_small_blob(self, repo: str, digest: str, chunks: AsyncIterator[bytes],
+                             length: int) -> str:
+        """A small monolithic push: gathered in memory, checked and stored in
+        one worker-thread call, then linked and committed in another."""
+        limit = self.settings["max_blob_size"]
+        if limit and length > limit:
+            raise RegistryError("SIZE_INVALID", f"blob exceeds the {limit} byte limit", 413)
+        body = bytearray()
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > length:
+                break
+        if len(body) != length:
+            raise RegistryError("SIZE_INVALID", "body length does not match Content-Length",
+                                detail={"expected": length, "received": len(body)})
+        await self.store.run(self._store_small_blob, digest, bytes(body))
+        async with self.repo_locks[repo]:
+            await self.store.run(self._link_and_commit, repo, digest)
+            self.note_link(repo, digest)
+        return digest
+
+    def _store_small_blob(self, digest: str, body: bytes) -> None:
+        algorithm, _ = parse_digest(digest)
+        actual = digest_of(body, algorithm)
+        if actual != digest:
+            raise RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content",
+                                detail={"expected": digest, "actual": actual})
+        if self.store._size(blob_key(digest)) != len(body):
+            self.store._write_atomic(blob_key(digest), body, durable=True)
+
+    def _link_and_commit(self, repo: str, digest: str) -> None:
+        self._write_link(repo, digest)
+        self.store._commit(repo_key(repo, "_links", digest))
 
     def upload_headers(self, upload: Upload) -> dict[str, str]:
         return {"Location": f"/v2/{upload.repo}/blobs/uploads/{upload.id}",
