@@ -1,21 +1,10 @@
 """Debian's docker (a private dockerd on vfs) pushing to and pulling from DistroFace."""
-import pytest
 import requests
 
 from clients import Docker, docker, dockerd, skopeo  # noqa: F401  (fixtures)
 from ocilayout import write_image
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-@pytest.fixture
-def docker_logged_in(docker: Docker, registry) -> Docker:
-    """The docker client, logged in where the registry asks for it.
-
-    The open registry lets anonymous push and pull; a registry with
-    accounts logs in here with `docker.login(registry.host, user, password)`.
-    """
-    return docker
 
 
 def load_image(docker: Docker, tmp_path, name: str, seed: str, layer_sizes=(4096, 300_000)) -> str:
@@ -28,8 +17,7 @@ def load_image(docker: Docker, tmp_path, name: str, seed: str, layer_sizes=(4096
     return image.config_digest
 
 
-def test_push_rmi_pull(docker_logged_in: Docker, registry, tmp_path):
-    docker = docker_logged_in
+def test_push_rmi_pull(docker: Docker, registry, tmp_path):
     image_id = load_image(docker, tmp_path, "distroface-test/docker:v1", "docker-push-pull",
                           layer_sizes=(4096, 17 * 1024 * 1024))
     ref = f"{registry.host}/docker/app:v1"
@@ -53,8 +41,7 @@ def test_push_rmi_pull(docker_logged_in: Docker, registry, tmp_path):
     docker("rmi", ref)
 
 
-def test_pull_by_digest_and_push_second_tag(docker_logged_in: Docker, registry, tmp_path):
-    docker = docker_logged_in
+def test_pull_by_digest_and_push_second_tag(docker: Docker, registry, tmp_path):
     image_id = load_image(docker, tmp_path, "distroface-test/docker:v2", "docker-by-digest")
     for tag in ("a", "b"):
         docker("tag", "distroface-test/docker:v2", f"{registry.host}/docker/tags:{tag}")
