@@ -683,6 +683,7 @@ class Registry:
         self.manifests: LRU = LRU(20000)
         self.manifest_bytes: LRU = LRU(2000)
         self.links: LRU = LRU(200000)
+        self.blob_sizes: LRU = LRU(200000)
 
     @property
     def settings(self) -> dict:
@@ -709,23 +710,26 @@ class Registry:
     # -- blobs -------------------------------------------------------------------
 
     async def is_linked(self, repo: str, digest: str) -> bool:
-        key = (repo, digest)
-        if self.links.get(key):
-            return True
-        linked = await self.store.run(self._linked_and_present, repo, digest)
-        if linked:
-            self.links.put(key, True)
-        return linked
-
-    def _linked_and_present(self, repo: str, digest: str) -> bool:
-        return (self.store._size(repo_key(repo, "_links", digest)) is not None
-                and self.store._size(blob_key(digest)) is not None)
+        return await self.blob_size(repo, digest) is not None
 
     async def blob_size(self, repo: str, digest: str) -> int | None:
+        """The size of a blob this repository links, or None.  Both facts are
+        cached: a link changes only under the repository lock, and content
+        under a digest never changes."""
         parse_digest(digest)
-        if not await self.is_linked(repo, digest):
+        size = self.blob_sizes.get(digest)
+        if size is not None and self.links.get((repo, digest)):
+            return size
+        size = await self.store.run(self._linked_size, repo, digest)
+        if size is not None:
+            self.links.put((repo, digest), True)
+            self.blob_sizes.put(digest, size)
+        return size
+
+    def _linked_size(self, repo: str, digest: str) -> int | None:
+        if self.store._size(repo_key(repo, "_links", digest)) is None:
             return None
-        return await self.store.stat(blob_key(digest))
+        return self.store._size(blob_key(digest))
 
     def blob_chunks(self, digest: str, start: int, end: int) -> AsyncIterator[bytes]:
         return self.store.read_range(blob_key(digest), start, end)
@@ -1189,9 +1193,14 @@ def glob_matches(glob: str, repository: str, user: str | None) -> bool:
         if not user:
             return False
         glob = glob.replace("${user}", user)
+    return glob_pattern(glob).fullmatch(repository) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def glob_pattern(glob: str) -> re.Pattern:
     pattern = "".join(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part)
                       for part in re.split(r"(\*\*|\*)", glob))
-    return re.fullmatch(pattern.replace("/.*", "(?:/.*)?"), repository) is not None
+    return re.compile(pattern.replace("/.*", "(?:/.*)?"))
 
 
 def validate_rbac_tables(roles: dict, groups: dict) -> None:
@@ -1229,12 +1238,17 @@ class Policy:
         self.roles = {name: [Permission.parse(p) for p in role.get("permissions", [])]
                       for name, role in config["roles"].items()}
         self.groups = {name: list(group.get("roles", [])) for name, group in config["groups"].items()}
+        self.by_groups: dict[tuple[str, ...], list[Permission]] = {}
 
     def permissions(self, identity: Identity) -> list[Permission]:
-        roles = [ANONYMOUS_ROLE]
-        for group in identity.groups:
-            roles += self.groups.get(group, [])
-        return [p for role in dict.fromkeys(roles) for p in self.roles.get(role, [])]
+        found = self.by_groups.get(identity.groups)
+        if found is None:
+            roles = [ANONYMOUS_ROLE]
+            for group in identity.groups:
+                roles += self.groups.get(group, [])
+            found = [p for role in dict.fromkeys(roles) for p in self.roles.get(role, [])]
+            self.by_groups[identity.groups] = found
+        return found
 
     def allows(self, identity: Identity, action: str, resource: str,
                repository: str | None = None) -> bool:
@@ -1696,14 +1710,12 @@ class Authorizer:
                             detail={"repository": repository, "action": action})
 
     def may_pull(self, identity: Identity, repository: str) -> bool:
+        """By the rules alone (a catalog lists what the caller may pull)."""
         return not self.config["auth"]["enabled"] or self.policy.allows(identity, "PULL", "IMAGE", repository)
 
-    async def may(self, request: "HttpRequest", repository: str, action: str) -> bool:
-        try:
-            await self.authorize(request, repository, action)
-            return True
-        except RegistryError:
-            return False
+    def may_act(self, identity: Identity, repository: str, action: str) -> bool:
+        """By the caller's token, if any, and the rules."""
+        return not self.config["auth"]["enabled"] or self.grants(identity, repository, action)
 
     def grant_scopes(self, identity: Identity, scopes: list[Scope]) -> list[dict]:
         """The intersection of what was asked and what the rules allow."""
@@ -1914,9 +1926,7 @@ class RegistryAPI:
                             "no such endpoint", 404, detail={"path": path[:300]})
 
     async def authorize(self, request: HttpRequest, repository: str | None, action: str) -> Identity:
-        identity = await self.authorizer.authorize(request, repository, action)
-        request.user = identity.name
-        return identity
+        return await self.authorizer.authorize(request, repository, action)
 
     # -- base ----------------------------------------------------------------------
 
@@ -1965,12 +1975,12 @@ class RegistryAPI:
 
     @v2_route("POST", rf"/v2/{_NAME}/blobs/uploads/?")
     async def start_upload(self, request: HttpRequest, name: str) -> Reply:
-        await self.authorize(request, name, "push")
+        identity = await self.authorize(request, name, "push")
         mount, source = request.arg("mount"), request.arg("from")
         if mount is not None:
             parse_digest(mount)
             if source and NAME_RE.fullmatch(source) and len(source) <= MAX_NAME_LENGTH \
-                    and await self.authorizer.may(request, source, "pull") \
+                    and self.authorizer.may_act(identity, source, "pull") \
                     and await self.registry.mount_blob(name, source, mount):
                 return self.blob_created(name, mount)
         digest = request.arg("digest")
@@ -2039,18 +2049,10 @@ class RegistryAPI:
     @v2_route("PUT", rf"/v2/{_NAME}/manifests/(?P<reference>[^/]+)")
     async def put_manifest(self, request: HttpRequest, name: str, reference: str) -> Reply:
         await self.authorize(request, name, "push")
-        if is_digest(reference):
-            parse_digest(reference)
-        else:
-            validate_tag(reference)
         tags = request.query.get("tag", [])
         if len(tags) > 100:
             raise RegistryError("UNSUPPORTED", "too many tags in one request", 414)
-        limit = self.config["registry"]["max_manifest_size"]
-        length = request.content_length()
-        if limit and length is not None and length > limit:
-            raise RegistryError("SIZE_INVALID", f"manifest exceeds the {limit} byte limit", 413)
-        body = await request.read(limit)
+        body = await request.read(self.config["registry"]["max_manifest_size"])
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         result = await self.registry.put_manifest(name, reference, body, content_type, tags)
         reply = Reply(201, {"Location": f"/v2/{name}/manifests/{result.digest}",

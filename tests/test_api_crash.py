@@ -93,18 +93,23 @@ def test_upload_survives_restart(reg):
     assert requests.get(f"{reg.url}/v2/{repo}/blobs/{digest(data)}").content == data
 
 
-def test_kill_during_chunked_upload(reg):
-    repo, data = unique_repo(), random_blob(4_000_000)
-    location = patch(reg, start_upload(reg.url, repo), data[:1_000_000], 0)
+def kill_mid_request(reg, method: str, url: str, data: bytes, headers: dict) -> None:
+    """Send part of a body, kill -9 the server, let the client end, restart."""
     sent, release = threading.Event(), threading.Event()
-    t = send_in_thread("PATCH", location, slow_body(data[1_000_000:], sent, release),
-                       {**OCTET, "Content-Range": f"1000000-{len(data) - 1}"})
+    t = send_in_thread(method, url, slow_body(data, sent, release), headers)
     assert sent.wait(30)
     time.sleep(0.5)
     reg.kill()
     release.set()
     t.join(60)
     reg.start()
+
+
+def test_kill_during_chunked_upload(reg):
+    repo, data = unique_repo(), random_blob(4_000_000)
+    location = patch(reg, start_upload(reg.url, repo), data[:1_000_000], 0)
+    kill_mid_request(reg, "PATCH", location, data[1_000_000:],
+                     {**OCTET, "Content-Range": f"1000000-{len(data) - 1}"})
     assert requests.head(f"{reg.url}/v2/{repo}/blobs/{digest(data)}").status_code == 404
     stored_blobs_are_whole(reg)
     assert upload_status(reg, location)[0] >= 1_000_000
@@ -114,15 +119,7 @@ def test_kill_during_chunked_upload(reg):
 def test_kill_during_monolithic_put(reg):
     repo, data = unique_repo(), random_blob(4_000_000)
     location = start_upload(reg.url, repo)
-    sent, release = threading.Event(), threading.Event()
-    t = send_in_thread("PUT", with_query(location, digest=digest(data)),
-                       slow_body(data, sent, release), OCTET)
-    assert sent.wait(30)
-    time.sleep(0.5)
-    reg.kill()
-    release.set()
-    t.join(60)
-    reg.start()
+    kill_mid_request(reg, "PUT", with_query(location, digest=digest(data)), data, OCTET)
     assert requests.head(f"{reg.url}/v2/{repo}/blobs/{digest(data)}").status_code == 404
     stored_blobs_are_whole(reg)
     finish(reg, repo, location, data)
@@ -136,15 +133,8 @@ def test_kill_during_manifest_push(reg):
     new_body = encode(image_manifest(
         {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config),
          "size": len(config)}, [], annotations={"pad": "x" * 2_000_000}))
-    sent, release = threading.Event(), threading.Event()
-    t = send_in_thread("PUT", f"{reg.url}/v2/{repo}/manifests/v1",
-                       slow_body(new_body, sent, release), {"Content-Type": OCI_MANIFEST})
-    assert sent.wait(30)
-    time.sleep(0.5)
-    reg.kill()
-    release.set()
-    t.join(60)
-    reg.start()
+    kill_mid_request(reg, "PUT", f"{reg.url}/v2/{repo}/manifests/v1", new_body,
+                     {"Content-Type": OCI_MANIFEST})
     r = requests.get(f"{reg.url}/v2/{repo}/manifests/v1", headers={"Accept": OCI_MANIFEST})
     assert r.status_code == 200
     assert r.content == old_body
